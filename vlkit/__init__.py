@@ -1,0 +1,3 @@
+"""vlkit: pre-train and fine-tune vision-language transformers from one codebase."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,117 @@
+"""The typed configuration schema: every key, its type and its default.
+
+Keys and defaults are VLC's (``vlc/config.py``); ViLT-only keys keep ViLT's defaults. Keys that
+vlkit adds are grouped at the end and documented. A config is a flat mapping except for
+``loss_names``, a mapping of task name to weight (a head is built when > 0, a task runs when >= 1,
+as in the reference; the value is not a loss weight).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+LOSS_NAMES = ("itm", "mlm", "mpp", "vqa", "nlvr2", "irtr", "mae", "itc", "snli")
+
+
+def loss_names(**on: float) -> dict[str, float]:
+    """All task weights 0 except the ones given (the reference's ``_loss_names``)."""
+    unknown = set(on) - set(LOSS_NAMES)
+    if unknown:
+        raise KeyError(f"unknown loss name(s) {sorted(unknown)}; valid: {list(LOSS_NAMES)}")
+    return {name: float(on.get(name, 0)) for name in LOSS_NAMES}
+
+
+@dataclass
+class Config:
+    # --- VLC / ViLT keys (same names and defaults as vlc/config.py) ---
+    exp_name: str = "vlc"
+    seed: int = 0
+    datasets: list = field(default_factory=lambda: ["coco", "vg", "sbu", "gcc"])
+    loss_names: dict = field(default_factory=lambda: loss_names(itm=1, mlm=1))
+    batch_size: int = 4096
+    train_transform_keys: list = field(default_factory=lambda: ["mae"])
+    val_transform_keys: list = field(default_factory=lambda: ["mae"])
+    image_size: int = 384
+    max_image_len: int = -1
+    draw_false_image: int = 1
+    image_only: bool = False
+    vqav2_label_size: int = 3129
+    max_text_len: int = 40
+    tokenizer: str = "bert-base-uncased"
+    vocab_size: int = 30522
+    whole_word_masking: bool = False
+    mlm_prob: float = 0.15
+    draw_false_text: int = 0
+    vit: str = "mae_vit_base_patch16"
+    hidden_size: int = 768
+    num_heads: int = 12
+    num_layers: int = 12
+    mlp_ratio: float = 4
+    drop_rate: float = 0.1
+    optim_type: str = "adamw"
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    decay_power: Union[int, float, str] = 1
+    max_epoch: int = 100
+    max_steps: Union[int, None] = 25000
+    warmup_steps: Union[int, float] = 2500
+    end_lr: float = 0.0
+    lr_mult: float = 1
+    get_recall_metric: bool = False
+    resume_from: Union[str, None] = None
+    fast_dev_run: Union[bool, int] = False
+    val_check_interval: Union[int, float] = 1.0
+    test_only: bool = False
+    pretrain_path: str = ""
+    mask_ratio: float = 0.75
+    use_mae: bool = False
+    mae_weight: float = 1.0
+    data_root: str = ""
+    log_dir: str = "result"
+    per_gpu_batchsize: int = 0
+    num_gpus: Union[int, list] = 1
+    num_nodes: int = 1
+    load_path: str = ""
+    num_workers: int = 1
+    precision: Union[int, str] = 16
+    is_pretrain: bool = True
+    # ViLT-only keys (ViLT defaults; patch_size follows the default `vit`, which is patch 16)
+    patch_size: int = 16
+
+    # --- keys vlkit adds ---
+    model: str = "single_stream"
+    """Model family, a key of ``vlkit.models.build.MODEL_FAMILIES``."""
+    mae_decoder_dim: int = 512
+    mae_decoder_depth: int = 8
+    mae_decoder_heads: int = 16
+    norm_pix_loss: bool = True
+    """MAE target normalised per patch (VLC forces this on)."""
+    mae_patch_drop: Union[bool, None] = None
+    """Drop ``mask_ratio`` of the patches in the encoder. None follows ``is_pretrain`` (VLC)."""
+    wpa_weight: float = 0.1
+    """Weight of ITM's word-patch-alignment (IPOT) term; 0 switches it off."""
+    layer_decay: float = 0.5
+    """Layer-wise LR decay used when ``is_pretrain=False`` (VLC hard-codes 0.5); 1 switches it off."""
+    adam_betas: list = field(default_factory=lambda: [0.9, 0.98])
+    adam_eps: float = 1e-8
+    gradient_clip_val: float = 0.0
+    log_every_n_steps: int = 10
+    progress_bar: bool = True
+    device: str = "auto"
+    """``auto`` (cuda when available), ``cpu`` or ``cuda``."""
+    run_name: str = ""
+    """Folder name under ``log_dir``; empty gives the reference's ``{exp_name}_seed{seed}_from_{load}``."""
+
+
+def defaults() -> dict[str, Any]:
+    """The default config as a plain dict."""
+    return dataclasses.asdict(Config())
+
+
+def field_types() -> dict[str, Any]:
+    """Declared type of every key (used to check values given on the command line)."""
+    import typing
+
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
