@@ -1,0 +1,47 @@
+"""The one small interface between the engine and a task."""
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+
+class Task(abc.ABC):
+    """What a task must provide to be trained and evaluated by ``vlkit.engine.Trainer``.
+
+    Subclasses set ``name`` and implement every method. ``cfg`` is the resolved run config.
+    """
+
+    name: str = ""
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+
+    @abc.abstractmethod
+    def build_model(self) -> nn.Module:
+        """The model, with any ``pretrain_path`` / ``load_path`` weights already loaded."""
+
+    @abc.abstractmethod
+    def build_dataset(self, split: str) -> Dataset | None:
+        """Dataset for ``split`` in ``{"train", "val", "test"}``; None when the task has none."""
+
+    @abc.abstractmethod
+    def collate_fn(self, split: str) -> Callable[[list], dict]:
+        """Turns a list of samples into a batch dict (see docs/architecture.md)."""
+
+    @abc.abstractmethod
+    def training_step(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        """Forward and losses on one batch. Must hold ``loss`` (the total to back-propagate);
+        every other scalar entry is logged (averaged over the logging interval)."""
+
+    @abc.abstractmethod
+    def evaluate(self, model: nn.Module, loader, split: str = "val") -> dict[str, float]:
+        """Full evaluation over ``loader`` (the local shard of the split under DDP), reduced
+        across processes. Must hold ``the_metric`` (higher is better), used to pick best.ckpt."""
+
+    def test(self, model: nn.Module, loader, out_dir: str) -> dict[str, float]:
+        """``test_only=True``: evaluate on the test split and write any submission files."""
+        return self.evaluate(model, loader, split="test")
