@@ -82,13 +82,18 @@ class Config:
     # --- keys vlkit adds ---
     model: str = "single_stream"
     """Model family, a key of ``vlkit.models.build.MODEL_FAMILIES``."""
+    task: str = "auto"
+    """Task, a key of ``vlkit.tasks.TASKS``; ``auto`` picks it from ``loss_names`` as the reference."""
+    vqa_use_vgqa: bool = False
+    """Add the VG-QA questions (``vgqa_train``) to VQAv2 training (VLC's README, commented out in its code)."""
     mae_decoder_dim: int = 512
     mae_decoder_depth: int = 8
     mae_decoder_heads: int = 16
     norm_pix_loss: bool = True
     """MAE target normalised per patch (VLC forces this on)."""
     mae_patch_drop: Union[bool, None] = None
-    """Drop ``mask_ratio`` of the patches in the encoder. None follows ``is_pretrain`` (VLC)."""
+    """Drop ``mask_ratio`` of the patches in the encoder. None follows ``is_pretrain`` for VLC's
+    ``mae_vit_*`` and is off for ViLT's ``vit_*``."""
     wpa_weight: float = 0.1
     """Weight of ITM's word-patch-alignment (IPOT) term; 0 switches it off."""
     layer_decay: float = 0.5

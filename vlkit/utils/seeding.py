@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import random
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -33,17 +33,21 @@ def split_key(key: int | SampleKey) -> tuple[int, int | None]:
 
 
 @contextlib.contextmanager
-def seeded(seed: int | None) -> Iterator[None]:
+def seeded(seed: int | None, devices: Sequence[torch.device | int] = ()) -> Iterator[None]:
     """Run a block with torch (CPU), numpy and python RNGs seeded, restoring their state after.
 
-    ``seed=None`` leaves the global RNGs untouched (no save/restore).
+    ``devices`` lists CUDA devices whose RNG is restored too. ``seed=None`` leaves the global RNGs
+    untouched (no save/restore).
     """
     if seed is None:
         yield
         return
     py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=list(devices)):
+        if devices:
+            torch.manual_seed(seed)  # CPU and CUDA; the listed devices are restored after
+        else:
+            torch.default_generator.manual_seed(seed)  # leaves CUDA's RNG alone
         random.seed(seed)
         np.random.seed(seed % (2**32))
         try:

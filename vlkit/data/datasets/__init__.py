@@ -1,0 +1,61 @@
+"""Dataset registry: ``DATASETS[name]`` and ``build_dataset(name, split, cfg, tokenizer)``."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from transformers import PreTrainedTokenizerBase
+
+from vlkit.data.datasets.base import ArrowDataset, SplitUnavailableError
+from vlkit.data.datasets.concat import ConcatSamples
+from vlkit.data.datasets.captions import (
+    CocoCaptionDataset,
+    ConceptualCaptionDataset,
+    F30kCaptionDataset,
+    SbuCaptionDataset,
+    VisualGenomeCaptionDataset,
+)
+from vlkit.data.datasets.nlvr2 import Nlvr2Dataset
+from vlkit.data.datasets.snli import SnliVeDataset
+from vlkit.data.datasets.vqa import VQAv2Dataset
+
+DATASETS: dict[str, type[ArrowDataset]] = {
+    cls.name: cls
+    for cls in (
+        CocoCaptionDataset,
+        F30kCaptionDataset,
+        VisualGenomeCaptionDataset,
+        SbuCaptionDataset,
+        ConceptualCaptionDataset,
+        VQAv2Dataset,
+        Nlvr2Dataset,
+        SnliVeDataset,
+    )
+}
+
+
+def build_dataset(
+    name: str,
+    split: str,
+    cfg: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    transform_keys: Sequence[str] | None = None,
+) -> ArrowDataset | None:
+    """Dataset ``name`` for ``split`` built from ``cfg``; None when that dataset has no such split
+    (e.g. ``vg`` or ``sbu`` val). ``transform_keys`` defaults to the split's keys in ``cfg``."""
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; valid: {sorted(DATASETS)}")
+    try:
+        return DATASETS[name].from_config(split, cfg, tokenizer, transform_keys)
+    except SplitUnavailableError:
+        return None
+
+
+def build_datasets(
+    names: Sequence[str], split: str, cfg: Any, tokenizer: PreTrainedTokenizerBase
+) -> ConcatSamples | None:
+    """The datasets ``names`` that have ``split``, concatenated in that order (None if none has it)."""
+    if not names:
+        raise ValueError("config key datasets is empty; name at least one, e.g. datasets=['coco']")
+    built = [build_dataset(name, split, cfg, tokenizer) for name in names]
+    present = [dataset for dataset in built if dataset is not None]
+    return ConcatSamples(present) if present else None

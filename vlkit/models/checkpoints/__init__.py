@@ -1,0 +1,228 @@
+"""Checkpoint loading: read a file, detect its format, convert its keys, fit shapes, load.
+
+Formats (one module each, tried in this order by ``format="auto"``): ``lightning`` (VLC, ViLT,
+vlkit, ALBEF-style ``{"model": prefixed keys}``), ``mae`` (``{"model": unprefixed ViT keys}``) and
+``timm`` (plain ViT state dict). A module offers ``matches(checkpoint)`` and ``convert(checkpoint)
+-> (state dict in model key names, scope)``; ``scope`` is the key prefix the format fills
+(``""`` = whole model), and only keys under it count as missing.
+
+Shapes are fitted in every format: ``*pos_embed`` tables are resampled (bicubic, CLS row kept) to
+the model's grid; ``token_type_embeddings.weight`` keeps the rows both have, new rows copy row 1.
+Any other shape difference is an error naming the key, both shapes and what to change.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import pickle
+import types
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from vlkit.models.checkpoints import lightning, mae, timm_vit
+from vlkit.models.pos_embed import grid_side, resample_pos_embed
+
+log = logging.getLogger(__name__)
+
+FORMATS = {"lightning": lightning, "mae": mae, "timm": timm_vit}
+VISION_TOWER_FORMATS = ("mae", "timm")
+TOKEN_TYPES_KEY = "token_type_embeddings.weight"
+# keys whose last dimension is the model width (hidden_size) whatever the other sizes
+HIDDEN_LAST_KEYS = ("text_embeddings.", "token_type_embeddings.", "transformer.cls_token",
+                    "transformer.pos_embed", "transformer.patch_embed.proj.bias", "transformer.norm.")
+HINT_CONFIG_KEYS = ("vit", "patch_size", "hidden_size", "num_layers", "num_heads", "mlp_ratio",
+                    "max_text_len", "vocab_size", "image_size")
+
+
+@dataclass
+class LoadReport:
+    """What a load did; every list holds model key names."""
+
+    format: str
+    path: str = ""
+    loaded: int = 0
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    resized: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"loaded {self.loaded} tensors from {self.format} checkpoint {self.path}"]
+        for label in ("missing", "unexpected", "resized"):
+            keys = getattr(self, label)
+            if keys:
+                shown = ", ".join(keys[:8]) + (f", ... ({len(keys) - 8} more)" if len(keys) > 8 else "")
+                lines.append(f"  {label} ({len(keys)}): {shown}")
+        return "\n".join(lines)
+
+
+class _Unimportable(dict):
+    """Stands in for a class a checkpoint names that cannot be imported here; keeps the state
+    unpickling gives it (dict items, ``__setstate__``). A dict, so containers such as sacred's
+    ``ReadOnlyDict`` come back with their contents."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        try:  # a dict subclass rebuilt as cls(items)
+            super().__init__(*args, **kwargs)
+        except (TypeError, ValueError):
+            super().__init__()
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["state"] = state
+
+
+@functools.cache
+def _placeholder(module: str, name: str) -> type:
+    log.info("checkpoint refers to %s.%s, which is not importable; a placeholder stands in", module, name)
+    return type(name, (_Unimportable,), {"__module__": module})
+
+
+class _LenientUnpickler(pickle.Unpickler):
+    """Full unpickling that tolerates classes of libraries that are not installed, e.g. the
+    ``pytorch_lightning`` callback types that PL 1.1 (ViLT's and VLC's) used as the keys of
+    ``checkpoint["callbacks"]``."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return _placeholder(module, name)
+
+
+_LENIENT_PICKLE = types.ModuleType("vlkit_lenient_pickle")
+_LENIENT_PICKLE.Unpickler = _LenientUnpickler  # type: ignore[attr-defined]
+_LENIENT_PICKLE.load = lambda file, **kwargs: _LenientUnpickler(file, **kwargs).load()  # type: ignore[attr-defined]
+
+
+def read_checkpoint(path: str, config_key: str = "path") -> Mapping[str, Any]:
+    """``torch.load`` on CPU, weights only; falls back to full unpickling with a warning, where
+    classes of libraries that are not installed (old Lightning's) become placeholders."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{config_key}={path!r}: no such file; give the path of an existing checkpoint "
+            f"or set {config_key}=''"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        log.warning(
+            "%s=%s holds objects other than tensors (%s); loading it with weights_only=False, "
+            "which runs its pickled code: only do this for files you trust",
+            config_key, path, str(error).splitlines()[0],
+        )
+        checkpoint = torch.load(
+            path, map_location="cpu", weights_only=False, pickle_module=_LENIENT_PICKLE
+        )
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"{config_key}={path!r} holds a {type(checkpoint).__name__}, not a dict")
+    return checkpoint
+
+
+def detect_format(checkpoint: Mapping[str, Any], path: str = "") -> str:
+    """The first format in ``FORMATS`` whose ``matches`` accepts the checkpoint."""
+    for name, module in FORMATS.items():
+        if module.matches(checkpoint):
+            return name
+    top = sorted(map(str, checkpoint))[:10]
+    inner = next((checkpoint[k] for k in ("state_dict", "model") if isinstance(checkpoint.get(k), Mapping)), {})
+    raise ValueError(
+        f"checkpoint {path!r} matches no known format: top-level keys {top}, first weight keys "
+        f"{sorted(map(str, inner))[:10]}. Supported: lightning (state_dict with 'transformer.' / "
+        "'text_embeddings.' keys), mae ({'model': unprefixed ViT keys}), timm (unprefixed ViT "
+        "state dict with 'patch_embed.proj.weight')"
+    )
+
+
+def _mismatch_error(key: str, source: torch.Size, target: torch.Size, hparams: Any) -> ValueError:
+    rows_differ = len(source) == len(target) and source[0] != target[0]
+    width_differs = len(source) == len(target) and source[-1] != target[-1]
+    if key == "transformer.patch_embed.proj.weight" and width_differs:
+        fix = (f"the checkpoint uses {source[-1]}-px patches and the model {target[-1]}-px ones: "
+               "build the model with the checkpoint's vit and patch_size (ViLT checkpoints: "
+               "`with vit32_base`)")
+    elif key == "transformer.patch_embed.proj.weight" and rows_differ:
+        fix = f"set hidden_size={source[0]}"
+    elif key.startswith(HIDDEN_LAST_KEYS) and width_differs:
+        fix = f"set hidden_size={source[-1]}"
+    elif key == "text_embeddings.position_embeddings.weight" and rows_differ:
+        fix = f"set max_text_len={source[0]}"
+    elif rows_differ and ("word_embeddings" in key or key in ("mlm_score.decoder.weight", "mlm_score.bias")):
+        fix = f"set vocab_size={source[0]}"
+    else:
+        fix = ("build the model with the checkpoint's sizes (hidden_size, num_heads, mlp_ratio, "
+               "mae_decoder_dim, task label counts)")
+    if isinstance(hparams, Mapping):
+        known = {k: hparams[k] for k in HINT_CONFIG_KEYS if k in hparams}
+        fix += f"; the checkpoint's config has {known}"
+    return ValueError(
+        f"checkpoint key {key!r} has shape {tuple(source)} but the model expects {tuple(target)}: {fix}"
+    )
+
+
+def _fit_token_types(source: torch.Tensor, rows: int) -> torch.Tensor:
+    """Keep the rows both have; rows the checkpoint lacks copy its row 1."""
+    fitted = source[1:2].repeat(rows, 1)
+    shared = min(rows, source.shape[0])
+    fitted[:shared] = source[:shared]
+    return fitted
+
+
+def _fit_shapes(
+    state: dict[str, torch.Tensor], model: nn.Module, report: LoadReport, hparams: Any
+) -> dict[str, torch.Tensor]:
+    """The entries the model has, shapes made to match; the others go to ``report.unexpected``."""
+    targets = model.state_dict()
+    fitted = {}
+    for key, value in state.items():
+        if key not in targets:
+            report.unexpected.append(key)
+            continue
+        target = targets[key].shape
+        if value.shape != target:
+            same_width = value.dim() == len(target) and value.shape[-1] == target[-1]
+            if key.endswith("pos_embed") and value.dim() == 3 and same_width:
+                value = resample_pos_embed(value, grid_side(targets[key]), key=key)
+            elif key == TOKEN_TYPES_KEY and value.dim() == 2 and same_width:
+                value = _fit_token_types(value, target[0])
+            else:
+                raise _mismatch_error(key, value.shape, target, hparams)
+            report.resized.append(key)
+        fitted[key] = value
+    return fitted
+
+
+def apply_checkpoint(
+    model: nn.Module, checkpoint: Mapping[str, Any], format: str, path: str = "", strict: bool = False
+) -> LoadReport:
+    """Convert an already-read checkpoint of ``format`` and load it into ``model``."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown checkpoint format {format!r}; choose one of {list(FORMATS)} or 'auto'")
+    if not FORMATS[format].matches(checkpoint):
+        raise ValueError(f"checkpoint {path!r} is not in the {format!r} layout; try format='auto'")
+    state, scope = FORMATS[format].convert(checkpoint)
+    report = LoadReport(format=format, path=path)
+    hparams = checkpoint.get("hyper_parameters", {})
+    hparams = hparams.get("config") if isinstance(hparams, Mapping) else None
+    fitted = _fit_shapes(state, model, report, hparams)
+    result = model.load_state_dict(fitted, strict=False)
+    report.loaded = len(fitted)
+    report.missing = [key for key in result.missing_keys if key.startswith(scope)]
+    if strict and (report.missing or report.unexpected):
+        raise RuntimeError(f"strict load failed:\n{report}")
+    return report
+
+
+def load_checkpoint(
+    model: nn.Module, path: str, format: str = "auto", strict: bool = False, config_key: str = "path"
+) -> LoadReport:
+    """Read ``path`` and load it into ``model`` (``format``: ``auto`` or a key of ``FORMATS``).
+
+    ``strict`` raises when keys are missing or unexpected; ``config_key`` names the setting the
+    path came from in error messages.
+    """
+    checkpoint = read_checkpoint(path, config_key)
+    chosen = detect_format(checkpoint, path) if format == "auto" else format
+    return apply_checkpoint(model, checkpoint, chosen, path, strict)

@@ -1,0 +1,149 @@
+"""The sacred-style command line: ``with NAME... key=value...`` → a checked ``DictConfig``.
+
+Presets apply left to right, then every ``key=value`` on top, as sacred did. Values are Python
+literals (``1e-4``, ``[\"coco\"]``, ``None``, ``True``) or YAML (``true``, ``null``, ``[coco, vg]``);
+anything else is a string. ``loss_names.mae=1`` sets one task weight. Every key and value is checked
+against the schema before anything runs; unknown keys and presets name the closest valid one.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import typing
+from typing import Any, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from vlkit.config.named_configs import expand, resolve_names
+from vlkit.config.schema import LOSS_NAMES, defaults, field_types
+
+
+class ConfigError(ValueError):
+    """A key, value or preset on the command line that the schema does not accept."""
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as a Python literal, else YAML, else the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def split_arguments(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(preset names, (key, raw value) overrides) from the words after ``with``."""
+    words = list(argv)
+    if words and words[0] == "with":
+        words = words[1:]
+    names, overrides = [], []
+    for word in words:
+        if "=" in word:
+            key, _, value = word.partition("=")
+            overrides.append((key.strip(), value))
+        elif word:
+            names.append(word)
+    return names, overrides
+
+
+def _closest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.0)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def check_key(key: str) -> None:
+    """Fail unless ``key`` is a schema key or ``loss_names.<task>``."""
+    types = field_types()
+    if key.startswith("loss_names."):
+        task = key.split(".", 1)[1]
+        if task not in LOSS_NAMES:
+            raise ConfigError(f"unknown task {task!r} in {key!r}{_closest(task, LOSS_NAMES)}")
+        return
+    if key not in types:
+        raise ConfigError(f"unknown config key {key!r}{_closest(key, list(types))}")
+
+
+def _accepts(kind: Any, value: Any) -> tuple[bool, Any]:
+    """Whether ``value`` fits the declared type ``kind``, and the value converted to it."""
+    if kind is Any:
+        return True, value
+    origin = typing.get_origin(kind)
+    if origin is typing.Union:
+        for option in typing.get_args(kind):
+            ok, converted = _accepts(option, value)
+            if ok:
+                return True, converted
+        return False, value
+    if kind is type(None):
+        return value is None, value
+    if kind is bool:
+        return isinstance(value, bool), value
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if kind is float:
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return numeric, float(value) if numeric else value
+    if kind is str:
+        return isinstance(value, str), value
+    base = origin or kind
+    return isinstance(value, base), value
+
+
+def type_name(kind: Any) -> str:
+    """``int``, ``int or None``, ``list``: a declared type as a user reads it."""
+    if typing.get_origin(kind) is typing.Union:
+        return " or ".join(type_name(option) for option in typing.get_args(kind))
+    return "None" if kind is type(None) else getattr(kind, "__name__", str(kind))
+
+
+def check_value(key: str, value: Any) -> Any:
+    """``value`` converted to the declared type of ``key``; a ConfigError when it does not fit."""
+    if key.startswith("loss_names."):
+        kind = float
+    else:
+        kind = field_types()[key]
+    ok, converted = _accepts(kind, value)
+    if not ok:
+        raise ConfigError(
+            f"config key {key}={value!r} ({type(value).__name__}) must be {type_name(kind)}"
+        )
+    if key == "loss_names":
+        unknown = set(converted) - set(LOSS_NAMES)
+        if unknown:
+            first = sorted(unknown)[0]
+            raise ConfigError(f"unknown task {first!r} in loss_names{_closest(first, LOSS_NAMES)}")
+        converted = {name: float(converted.get(name, 0)) for name in LOSS_NAMES}
+    return converted
+
+
+def apply_values(config: dict[str, Any], values: dict[str, Any], source: str) -> None:
+    """Check every key and value of ``values`` and write them into ``config``."""
+    for key, value in values.items():
+        try:
+            check_key(key)
+            checked = check_value(key, value)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+        if key.startswith("loss_names."):
+            config["loss_names"][key.split(".", 1)[1]] = checked
+        else:
+            config[key] = checked
+
+
+def resolve_config(argv: Sequence[str]) -> DictConfig:
+    """The run config of ``with NAME... key=value...`` (defaults, presets, then overrides)."""
+    names, overrides = split_arguments(argv)
+    presets = resolve_names(names)  # unknown names fail here, before any value is applied
+    for key, _ in overrides:
+        check_key(key)
+    config = defaults()
+    for preset in presets:
+        apply_values(config, expand(preset), f"preset {preset.qualified}")
+    for key, raw in overrides:
+        value = raw if field_types().get(key) is str else parse_value(raw)
+        apply_values(config, {key: value}, "command line")
+    return OmegaConf.create(config)

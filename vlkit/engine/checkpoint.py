@@ -1,0 +1,106 @@
+"""Lightning-compatible training checkpoints: layout, atomic writing, validated reading.
+
+A checkpoint is a dict with Lightning's keys (``state_dict``, ``hyper_parameters.config``,
+``optimizer_states``, ``lr_schedulers``, ``global_step``, ``epoch``) plus ``vlkit``: the resume state
+(every rank's RNG states, sampler position, GradScaler, best metric, counters, vlkit version).
+Everything in it is a tensor or a plain Python value, so it loads with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import vlkit
+
+RESUME_KEYS = ("state_dict", "optimizer_states", "lr_schedulers", "global_step", "epoch", "vlkit")
+
+
+def portable_rng_state(state: dict) -> dict:
+    """``seeding.rng_state()`` with numpy's key array as a tensor (safe for ``weights_only``)."""
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    keys = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    return {**state, "numpy": (name, keys, pos, has_gauss, cached)}
+
+
+def native_rng_state(state: dict) -> dict:
+    """Inverse of ``portable_rng_state``: ready for ``seeding.set_rng_state``."""
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    return {**state, "numpy": (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)}
+
+
+def build_checkpoint(
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    config: dict,
+    global_step: int,
+    epoch: int,
+    resume_state: dict[str, Any],
+) -> dict[str, Any]:
+    """The checkpoint dict; ``model`` is the unwrapped module (no ``module.`` prefix)."""
+    return {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": {"config": config},
+        "optimizer_states": [optimizer.state_dict()],
+        "lr_schedulers": [scheduler.state_dict()],
+        "global_step": global_step,
+        "epoch": epoch,
+        "vlkit": {**resume_state, "version": vlkit.__version__},
+    }
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically: the old file stays intact until the new one is
+    complete on disk (temporary file in the same folder, flush, fsync, ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(_temp_prefix(path) + "*.tmp"):
+        stale.unlink(missing_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = RESUME_KEYS) -> dict[str, Any]:
+    """Read a checkpoint written by ``save_checkpoint``; errors name the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; check the path (e.g. resume_from)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"checkpoint {path} is corrupt or not a vlkit checkpoint ({type(exc).__name__}: {exc}); "
+            f"use an intact one, e.g. the run's checkpoints/best.ckpt"
+        ) from exc
+    missing = [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks {missing}; it was not written by vlkit's Trainer")
+    return checkpoint

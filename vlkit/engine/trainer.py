@@ -1,0 +1,526 @@
+"""One training loop for every task: DDP, mixed precision, gradient accumulation, validation,
+atomic checkpoints with exact resume, and logging (docs/architecture.md, fact sheet §1.1, §7)."""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from vlkit.data.samplers import ResumableDistributedSampler
+from vlkit.engine.checkpoint import (
+    build_checkpoint, load_checkpoint, native_rng_state, portable_rng_state, save_checkpoint,
+)
+from vlkit.engine.logging import (
+    PLOT_FILE, IntervalMeter, MetricsLogger, create_version_dir, peak_memory_mb, plot_curves, run_name,
+)
+from vlkit.engine.optim import build_optimizer, build_scheduler
+from vlkit.engine.progress import ProgressBar
+from vlkit.tasks.base import Task
+from vlkit.utils import distributed
+from vlkit.utils.tensors import move_to_device
+from vlkit.utils.seeding import rng_state, seed_everything, set_rng_state
+
+AUTOCAST_DTYPES = {
+    "32": None, "32-true": None,
+    "16": torch.float16, "16-mixed": torch.float16,
+    "bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16,
+}
+
+
+def autocast_dtype(precision: int | str) -> torch.dtype | None:
+    """The autocast dtype for ``cfg.precision`` (None: full fp32)."""
+    key = str(precision)
+    if key not in AUTOCAST_DTYPES:
+        raise ValueError(f"precision={precision!r} is not one of {list(AUTOCAST_DTYPES)}")
+    return AUTOCAST_DTYPES[key]
+
+
+def accumulation_steps(batch_size: int, per_gpu_batchsize: int, world_size: int) -> int:
+    """Micro-batches per optimizer step: ``batch_size // (per_gpu_batchsize * world_size)``."""
+    if per_gpu_batchsize <= 0:
+        raise ValueError(
+            f"per_gpu_batchsize={per_gpu_batchsize} must be > 0 (samples per device per step); "
+            f"set e.g. per_gpu_batchsize=32"
+        )
+    steps = batch_size // (per_gpu_batchsize * world_size)
+    if steps == 0:
+        warnings.warn(
+            f"batch_size={batch_size} is smaller than per_gpu_batchsize x world size = "
+            f"{per_gpu_batchsize} x {world_size}; training without gradient accumulation, with a "
+            f"global batch of {per_gpu_batchsize * world_size}"
+        )
+        return 1
+    return steps
+
+
+def fast_dev_batches(fast_dev_run: bool | int) -> int:
+    """Batches of train and val that ``fast_dev_run`` asks for (0: off)."""
+    if fast_dev_run is True:
+        return 1
+    if fast_dev_run is False or fast_dev_run is None:
+        return 0
+    if fast_dev_run < 0:
+        raise ValueError(f"fast_dev_run={fast_dev_run} must be True, False or a batch count >= 0")
+    return int(fast_dev_run)
+
+
+def _is_scalar(value: Any) -> bool:
+    return (torch.is_tensor(value) and value.numel() == 1) or (
+        isinstance(value, (int, float)) and not isinstance(value, bool)
+    )
+
+
+def _as_float(value: torch.Tensor | float) -> float:
+    return value.detach().item() if torch.is_tensor(value) else float(value)
+
+
+class _TrainingStep(nn.Module):
+    """``task.training_step`` as a module's forward, so DDP wraps (and synchronises) the whole step
+    while the task itself always receives the plain model."""
+
+    def __init__(self, model: nn.Module, task: Task):
+        super().__init__()
+        self.model = model
+        self.task = task
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        return self.task.training_step(self.model, batch)
+
+
+class _FirstBatches:
+    """The first ``limit`` batches of a loader (``fast_dev_run``)."""
+
+    def __init__(self, loader: DataLoader, limit: int):
+        self.loader, self.limit = loader, limit
+
+    def __iter__(self) -> Iterator:
+        return itertools.islice(iter(self.loader), self.limit)
+
+    def __len__(self) -> int:
+        return min(len(self.loader), self.limit)
+
+
+RESUMED_COUNTERS = ("batch_in_epoch", "best_metric", "best_checkpoint", "num_skipped_images")
+"""TrainState fields kept under the checkpoint's ``vlkit`` key (step and epoch are Lightning's)."""
+
+
+@dataclass
+class TrainState:
+    """Counters that a checkpoint carries over to a resumed run."""
+
+    global_step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_metric: float | None = None
+    best_checkpoint: str | None = None
+    num_skipped_images: int = 0
+
+
+class Trainer:
+    """Trains and evaluates a ``Task`` (single process, or one rank of a torchrun/SLURM job).
+
+    The constructor joins the process group the environment describes, seeds the global RNGs with
+    ``cfg.seed + rank`` and creates the run folder ``run_dir`` (``log_dir/NAME/version_K``) with the
+    resolved ``config.yaml``.
+    """
+
+    def __init__(self, cfg: Any, task: Task):
+        self.cfg, self.task = cfg, task
+        self.dist = distributed.init_distributed(cfg.device)
+        self.device = self.dist.device
+        self.autocast_dtype = autocast_dtype(cfg.precision)
+        self.accumulation = accumulation_steps(cfg.batch_size, cfg.per_gpu_batchsize, self.dist.world_size)
+        self.fast_dev_batches = fast_dev_batches(cfg.fast_dev_run)
+        self._check_intervals()
+        seed_everything(cfg.seed + self.dist.rank)
+        self.run_dir = self._create_run_dir()
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.model: nn.Module | None = None
+        self.state = TrainState()
+        self.last_val_metrics: dict[str, float] | None = None
+
+    # ----- set-up -----------------------------------------------------------------------------
+
+    def _check_intervals(self) -> None:
+        interval = self.cfg.val_check_interval
+        if isinstance(interval, bool) or interval <= 0 or (isinstance(interval, float) and interval > 1):
+            raise ValueError(
+                f"val_check_interval={interval!r}: give a float in (0, 1] (fraction of an epoch) or "
+                f"an int >= 1 (every N optimizer steps)"
+            )
+        if self.cfg.log_every_n_steps < 1:
+            raise ValueError(f"log_every_n_steps={self.cfg.log_every_n_steps} must be >= 1")
+
+    def _create_run_dir(self) -> Path:
+        path = None
+        if self.dist.is_main:
+            path = create_version_dir(self.cfg.log_dir, run_name(self.cfg))
+            OmegaConf.save(self.cfg, path / "config.yaml", resolve=True)
+        return Path(distributed.broadcast_object(str(path) if path else None))
+
+    def _build_model(self) -> nn.Module:
+        return self.task.build_model().to(self.device)
+
+    def _dataset(self, split: str, required: bool = True) -> Dataset | None:
+        dataset = self.task.build_dataset(split)
+        task_name = self.task.name or type(self.task).__name__
+        if dataset is None:
+            if not required:
+                return None
+            raise ValueError(f"task {task_name!r} has no {split} dataset")
+        if len(dataset) == 0:
+            raise ValueError(
+                f"task {task_name!r} built an empty {split} dataset; check data_root and datasets"
+            )
+        return dataset
+
+    def _loader(self, dataset: Dataset, split: str, training: bool) -> DataLoader:
+        sampler = ResumableDistributedSampler(
+            dataset, num_replicas=self.dist.world_size, rank=self.dist.rank, seed=self.cfg.seed,
+            training=training,
+        )
+        # A private generator keeps the loader from drawing on the global RNG (exact resume).
+        return DataLoader(
+            dataset, batch_size=self.cfg.per_gpu_batchsize, sampler=sampler,
+            num_workers=self.cfg.num_workers, collate_fn=self.task.collate_fn(split),
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+            generator=torch.Generator().manual_seed(self.cfg.seed + self.dist.rank),
+        )
+
+    def _eval_loader(self, dataset: Dataset, split: str) -> DataLoader | _FirstBatches:
+        """Every sample of ``dataset`` once across ranks (the first batches under fast_dev_run)."""
+        loader = self._loader(dataset, split, training=False)
+        return _FirstBatches(loader, self.fast_dev_batches) if self.fast_dev_batches else loader
+
+    def _total_steps(self, batches_per_epoch: int) -> int:
+        if self.fast_dev_batches:
+            return math.ceil(batches_per_epoch / self.accumulation)
+        if self.cfg.max_steps is not None:
+            return self.cfg.max_steps
+        return max(1, batches_per_epoch * self.cfg.max_epoch // self.accumulation)
+
+    def _wrap_for_training(self, model: nn.Module) -> nn.Module:
+        step = _TrainingStep(model, self.task)
+        if not self.dist.is_distributed:
+            return step
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(step, device_ids=device_ids, find_unused_parameters=True)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    # ----- fit --------------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``max_steps`` (or ``max_epoch``), validating and checkpointing on the way.
+
+        Returns (and writes to ``run_dir/metrics.json``) the final validation metrics (``val``),
+        ``best_metric``, ``best_checkpoint``, ``last_checkpoint``, ``global_step``,
+        ``num_skipped_images`` (corrupt images replaced over the run) and ``run_dir``.
+        """
+        cfg = self.cfg
+        total_steps = self._prepare_training()
+        rng_to_restore = self._resume(cfg.resume_from) if cfg.resume_from else None
+        self.step_module = self._wrap_for_training(self.model)
+        self.logger = MetricsLogger(self.run_dir, self.dist.is_main)
+        self.logger.log({
+            "event": "setup", "step": self.state.global_step, "epoch": self.state.epoch,
+            "world_size": self.dist.world_size, "accumulation": self.accumulation,
+            "global_batch": cfg.per_gpu_batchsize * self.dist.world_size * self.accumulation,
+            "total_steps": total_steps, "resumed_from": cfg.resume_from,
+        })
+        self.progress = ProgressBar(
+            total_steps, self.state.global_step, enabled=cfg.progress_bar and self.dist.is_main
+        )
+        self.meter = IntervalMeter()
+        if rng_to_restore is not None:
+            set_rng_state(rng_to_restore)
+        try:
+            self.model.train()
+            self._train_loop()
+            if self._last_event_step != self.state.global_step:
+                self._validate_and_checkpoint()
+        finally:
+            self.progress.close()
+            self.logger.close()
+        last = self.checkpoint_dir / "last.ckpt"
+        summary = {
+            "val": self.last_val_metrics,
+            "best_metric": self.state.best_metric,
+            "best_checkpoint": self.state.best_checkpoint,
+            "last_checkpoint": str(last) if last.is_file() else None,
+            "global_step": self.state.global_step,
+            "num_skipped_images": self._flush_skipped(),
+            "run_dir": str(self.run_dir),
+        }
+        if self.dist.is_main:
+            plot_curves(self.logger.path, self.run_dir / PLOT_FILE)
+            (self.run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def _prepare_training(self) -> int:
+        """Model, loaders, optimizer, schedule, scaler and fresh counters; returns the total steps."""
+        cfg = self.cfg
+        if self.model is None:
+            self.model = self._build_model()
+        self.train_loader = self._loader(self._dataset("train"), "train", training=True)
+        self.train_sampler: ResumableDistributedSampler = self.train_loader.sampler
+        val_set = self._dataset("val", required=False)
+        self.val_loader = self._eval_loader(val_set, "val") if val_set is not None else None
+        self.batches_per_epoch = math.ceil(self.train_sampler.samples_per_epoch / cfg.per_gpu_batchsize)
+        if self.fast_dev_batches:
+            self.batches_per_epoch = min(self.batches_per_epoch, self.fast_dev_batches)
+        total_steps = self._total_steps(self.batches_per_epoch)
+        self.max_steps = None if self.fast_dev_batches else cfg.max_steps
+        self.max_epochs = 1 if self.fast_dev_batches else (cfg.max_epoch if cfg.max_steps is None else None)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, total_steps)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.autocast_dtype == torch.float16 else None
+        self.state = TrainState()
+        self._last_event_step: int | None = None
+        self._pending_skipped = 0
+        self._shown_loss: float | None = None
+        self._shown_rate: float | None = None
+        return total_steps
+
+    def _finished(self) -> bool:
+        if self.max_steps is not None and self.state.global_step >= self.max_steps:
+            return True
+        return self.max_epochs is not None and self.state.epoch >= self.max_epochs
+
+    def _train_loop(self) -> None:
+        while not self._finished():
+            self.train_sampler.set_epoch(self.state.epoch)
+            if not self._train_epoch():
+                return
+            self.state.epoch += 1
+            self.state.batch_in_epoch = 0
+
+    def _train_epoch(self) -> bool:
+        """The rest of the current epoch; False when the run ended before the epoch did."""
+        per_gpu = self.cfg.per_gpu_batchsize
+        remaining_samples = len(self.train_sampler)
+        num_batches = len(self.train_loader)
+        if self.fast_dev_batches:
+            num_batches = min(num_batches, self.fast_dev_batches)
+        batches = iter(self.train_loader) if num_batches else iter(())  # no workers for nothing
+        pending = 0
+        for index in range(num_batches):
+            wait_started = time.perf_counter()
+            batch = next(batches)
+            data_wait = time.perf_counter() - wait_started
+            samples = min(per_gpu, remaining_samples - index * per_gpu)
+            pending += 1
+            step_now = pending == self.accumulation or index == num_batches - 1
+            self._forward_backward(move_to_device(batch, self.device), samples, data_wait, sync=step_now)
+            self.train_sampler.mark_consumed(samples)
+            self.state.batch_in_epoch += 1
+            if step_now:
+                self._optimizer_step()
+                self._after_step(micro_batches=pending)
+                pending = 0
+                if self._finished() and index < num_batches - 1:
+                    return False
+        return True
+
+    def _forward_backward(self, batch: dict, samples: int, data_wait: float, sync: bool) -> None:
+        no_sync = isinstance(self.step_module, DistributedDataParallel) and not sync
+        with self.step_module.no_sync() if no_sync else contextlib.nullcontext():
+            with self._autocast():
+                outputs = self.step_module(batch)
+            if "loss" not in outputs:
+                raise KeyError(
+                    f"{type(self.task).__name__}.training_step returned {sorted(outputs)} without "
+                    f"'loss'; return the total loss to back-propagate under 'loss'"
+                )
+            self._check_finite(outputs, batch)
+            loss = outputs["loss"] / self.accumulation
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        self.meter.add({k: v for k, v in outputs.items() if _is_scalar(v)}, samples, data_wait)
+        self._pending_skipped += int(batch.get("num_skipped_images", 0))
+
+    def _check_finite(self, outputs: dict, batch: dict) -> None:
+        """Stop every rank, before the backward pass, when any rank's loss is NaN or infinite."""
+        local_ok = torch.isfinite(outputs["loss"].detach()).all().float().reshape(1)
+        all_ok = distributed.all_reduce_min(local_ok.clone())
+        if all_ok.item() == 1:
+            return
+        where = "this rank's" if local_ok.item() == 0 else "another rank's"
+        terms = ", ".join(f"{k}={_as_float(v):.6g}" for k, v in outputs.items() if _is_scalar(v))
+        indices = batch.get("raw_index")
+        samples = f"; sample indices {indices.tolist()}" if torch.is_tensor(indices) else ""
+        raise FloatingPointError(
+            f"non-finite loss ({where}) at global step {self.state.global_step} (optimizer steps "
+            f"done), epoch {self.state.epoch}, batch {self.state.batch_in_epoch} of the epoch: "
+            f"{terms}{samples}. Nothing was saved for this step ({self.checkpoint_dir / 'last.ckpt'} "
+            f"is the last good state); lower learning_rate, set gradient_clip_val or use precision=bf16"
+        )
+
+    def _optimizer_step(self) -> None:
+        clip = self.cfg.gradient_clip_val
+        if self.scaler is not None:
+            if clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            if clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.optimizer.step()
+        self._step_lr = max(group["lr"] for group in self.optimizer.param_groups)
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.global_step += 1
+
+    def _after_step(self, micro_batches: int) -> None:
+        if self.state.global_step % self.cfg.log_every_n_steps == 0:
+            self._log_train()
+        self.progress.advance(self._shown_loss, self._shown_rate)
+        if self._validation_due(micro_batches):
+            self._validate_and_checkpoint()
+
+    def _flush_skipped(self) -> int:
+        """Add every rank's newly skipped images to the run total (a collective)."""
+        pending = torch.tensor([self._pending_skipped], dtype=torch.float64, device=self.device)
+        self.state.num_skipped_images += int(distributed.all_reduce_sum(pending).item())
+        self._pending_skipped = 0
+        return self.state.num_skipped_images
+
+    def _log_train(self) -> None:
+        summary = self.meter.summarize()
+        self.meter.reset()
+        self.logger.log({
+            "event": "train", "step": self.state.global_step, "epoch": self.state.epoch,
+            "lr": self._step_lr, **summary, "peak_memory_mb": peak_memory_mb(self.device),
+            "num_skipped_images": self._flush_skipped(),
+        })
+        self._shown_loss, self._shown_rate = summary.get("train/loss"), summary["samples_per_s"]
+
+    def _validation_due(self, micro_batches: int) -> bool:
+        if self.fast_dev_batches:
+            return False
+        interval = self.cfg.val_check_interval
+        if isinstance(interval, int):
+            return self.state.global_step % interval == 0
+        every = max(1, int(interval * self.batches_per_epoch))
+        done = self.state.batch_in_epoch
+        return done // every > (done - micro_batches) // every
+
+    # ----- validation and checkpoints ---------------------------------------------------------
+
+    def _validate_and_checkpoint(self) -> None:
+        started = time.perf_counter()
+        metrics = self._validate() if self.val_loader is not None else None
+        if not self.fast_dev_batches:
+            self._save_checkpoints(metrics)
+        self._last_event_step = self.state.global_step
+        self.meter.exclude(time.perf_counter() - started)
+
+    def _evaluate(self, loader: Any, split: str) -> dict[str, float]:
+        self.model.eval()
+        try:
+            with torch.no_grad(), self._autocast():
+                if split == "test":
+                    metrics = self.task.test(self.model, loader, str(self.run_dir))
+                else:
+                    metrics = self.task.evaluate(self.model, loader, split)
+        finally:
+            self.model.train()
+        return {name: float(value) for name, value in metrics.items()}
+
+    def _validate(self) -> dict[str, float]:
+        metrics = self._evaluate(self.val_loader, "val")
+        if "the_metric" not in metrics:
+            raise KeyError(
+                f"{type(self.task).__name__}.evaluate returned {sorted(metrics)} without "
+                f"'the_metric'; add it (higher is better; it selects best.ckpt)"
+            )
+        self.logger.log({
+            "event": "val", "step": self.state.global_step, "epoch": self.state.epoch,
+            **{f"val/{name}": value for name, value in metrics.items()},
+        })
+        self.last_val_metrics = metrics
+        return metrics
+
+    def _save_checkpoints(self, metrics: dict[str, float] | None) -> None:
+        """``last.ckpt`` always, ``best.ckpt`` when ``the_metric`` improved; written by rank 0."""
+        best = self.state.best_metric
+        is_best = metrics is not None and (best is None or metrics["the_metric"] > best)
+        if is_best:
+            self.state.best_metric = metrics["the_metric"]
+            self.state.best_checkpoint = str(self.checkpoint_dir / "best.ckpt")
+        self._flush_skipped()
+        rng_states = distributed.all_gather_object(portable_rng_state(rng_state()))
+        if not self.dist.is_main:
+            return
+        checkpoint = build_checkpoint(
+            model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+            config=OmegaConf.to_container(self.cfg, resolve=True),
+            global_step=self.state.global_step, epoch=self.state.epoch,
+            resume_state={
+                **{name: getattr(self.state, name) for name in RESUMED_COUNTERS},
+                "rng_states": rng_states,
+                "sampler": self.train_sampler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "world_size": self.dist.world_size,
+            },
+        )
+        save_checkpoint(checkpoint, self.checkpoint_dir / "last.ckpt")
+        if is_best:
+            save_checkpoint(checkpoint, self.checkpoint_dir / "best.ckpt")
+
+    def _resume(self, path: str) -> dict | None:
+        """Restore everything from ``path``; returns this rank's RNG state, to set just before the
+        loop (or None when the checkpoint came from another world size)."""
+        checkpoint = load_checkpoint(path)
+        saved = checkpoint["vlkit"]
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+        self.scheduler.load_state_dict(checkpoint["lr_schedulers"][0])
+        if self.scaler is not None and saved["scaler"] is not None:
+            self.scaler.load_state_dict(saved["scaler"])
+        self.train_sampler.load_state_dict(saved["sampler"])
+        self.state = TrainState(
+            global_step=checkpoint["global_step"], epoch=checkpoint["epoch"],
+            **{name: saved[name] for name in RESUMED_COUNTERS},
+        )
+        self._last_event_step = self.state.global_step
+        if len(saved["rng_states"]) != self.dist.world_size:
+            warnings.warn(
+                f"{path} was written by {len(saved['rng_states'])} processes, this run has "
+                f"{self.dist.world_size}: data order resumes exactly, model-side randomness is "
+                f"reseeded with seed + rank + global_step"
+            )
+            seed_everything(self.cfg.seed + self.dist.rank + self.state.global_step)
+            return None
+        return native_rng_state(saved["rng_states"][self.dist.rank])
+
+    # ----- test -------------------------------------------------------------------------------
+
+    def test(self) -> dict[str, float]:
+        """Run ``task.test`` on the test split; writes ``metrics.json`` into ``run_dir``."""
+        if self.model is None:
+            self.model = self._build_model()
+        metrics = self._evaluate(self._eval_loader(self._dataset("test"), "test"), "test")
+        if self.dist.is_main:
+            (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            logger = MetricsLogger(self.run_dir, enabled=True)
+            logger.log({"event": "test", "step": self.state.global_step, "epoch": self.state.epoch,
+                        **{f"test/{name}": value for name, value in metrics.items()}})
+            logger.close()
+        return metrics

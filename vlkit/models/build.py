@@ -1,0 +1,59 @@
+"""Model families by name, and building a model from a config (with its checkpoints applied)."""
+from __future__ import annotations
+
+import difflib
+import logging
+from typing import Any, Callable
+
+from torch import nn
+
+from vlkit.models.checkpoints import (
+    VISION_TOWER_FORMATS,
+    LoadReport,
+    apply_checkpoint,
+    detect_format,
+    load_checkpoint,
+    read_checkpoint,
+)
+from vlkit.models.fusion.single_stream import SingleStreamModel
+
+__all__ = ["MODEL_FAMILIES", "LoadReport", "build_model", "load_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+MODEL_FAMILIES: dict[str, Callable[[Any], nn.Module]] = {
+    "single_stream": SingleStreamModel,
+}
+
+
+def _family(name: str) -> Callable[[Any], nn.Module]:
+    if name not in MODEL_FAMILIES:
+        close = difflib.get_close_matches(name, MODEL_FAMILIES, n=1, cutoff=0.0)
+        raise ValueError(
+            f"config key model={name!r} is not a model family; did you mean {close[0]!r}? "
+            f"Known: {sorted(MODEL_FAMILIES)}"
+        )
+    return MODEL_FAMILIES[name]
+
+
+def _load_pretrained_vision_tower(model: nn.Module, path: str) -> LoadReport:
+    checkpoint = read_checkpoint(path, "pretrain_path")
+    format = detect_format(checkpoint, path)
+    if format not in VISION_TOWER_FORMATS:
+        raise ValueError(
+            f"pretrain_path={path!r} is a {format} checkpoint of the whole model; pretrain_path "
+            f"takes a vision-tower checkpoint ({', '.join(VISION_TOWER_FORMATS)}): pass this "
+            "file as load_path instead"
+        )
+    return apply_checkpoint(model, checkpoint, format, path)
+
+
+def build_model(cfg: Any) -> nn.Module:
+    """The ``cfg.model`` family built from ``cfg``, then ``pretrain_path`` (vision tower) and
+    ``load_path`` (whole model) applied in that order, each load's report logged."""
+    model = _family(cfg.model)(cfg)
+    if cfg.pretrain_path:
+        log.info("pretrain_path: %s", _load_pretrained_vision_tower(model, cfg.pretrain_path))
+    if cfg.load_path:
+        log.info("load_path: %s", load_checkpoint(model, cfg.load_path, config_key="load_path"))
+    return model

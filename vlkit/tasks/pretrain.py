@@ -1,0 +1,178 @@
+"""Pre-training: MLM, ITM (with the WPA optimal-transport term) and MAE (fact sheet §3.1-3.4).
+
+A term runs when its ``loss_names`` value is >= 1. MLM and MAE share one forward pass (masked
+text, patch-dropped image), as VLC; ITM has its own pass on the unmasked text, where half of the
+images are swapped for ``false_image_0``. The total is ``mlm + mae_weight * mae + itm +
+wpa_weight * wpa``, VLC's sum.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from vlkit.models.fusion.single_stream import drops_patches
+from vlkit.objectives import LossOutput, itm_labels, itm_loss, mae_loss, mlm_loss, wpa_loss
+from vlkit.tasks.arrow_task import ArrowTask
+from vlkit.utils import distributed
+from vlkit.utils.seeding import seeded
+from vlkit.utils.tensors import move_to_device
+
+PRETRAIN_TERMS = ("mlm", "itm", "mae")
+
+
+def runs(cfg: Any, term: str) -> bool:
+    """Whether the ``loss_names`` term is trained (value >= 1, as the reference)."""
+    return cfg.loss_names.get(term, 0) >= 1
+
+
+class PretrainTask(ArrowTask):
+    """MLM + ITM (+ WPA) + MAE on image-caption data; ``the_metric`` = MLM + ITM accuracy."""
+
+    name = "pretrain"
+
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        self.terms = [term for term in PRETRAIN_TERMS if runs(cfg, term)]
+        self._check_config()
+
+    def _check_config(self) -> None:
+        cfg = self.cfg
+        if runs(cfg, "mpp"):
+            raise ValueError(
+                "loss_names.mpp (ViLT's masked patch prediction) is not supported: ViLT's own code "
+                "cannot run it (its ViT has no mask token); use MAE instead: loss_names.mae=1 use_mae=True"
+            )
+        if not self.terms:
+            raise ValueError("pre-training needs loss_names.mlm, .itm or .mae >= 1")
+        if "itm" in self.terms and cfg.draw_false_image < 1:
+            raise ValueError("ITM needs negative images: set draw_false_image=1 (or loss_names.itm=0)")
+        if "mae" in self.terms:
+            if not cfg.use_mae:
+                raise ValueError(
+                    "loss_names.mae=1 but use_mae=False, a run that VLC would silently train without "
+                    "MAE; set use_mae=True, or loss_names.mae=0"
+                )
+            if not drops_patches(cfg):
+                raise ValueError(
+                    "MAE reconstructs dropped patches, but patch dropping is off; set "
+                    "mae_patch_drop=True (or is_pretrain=True)"
+                )
+
+    # ----- losses -----------------------------------------------------------------------------
+
+    def _mlm_and_mae(self, model: nn.Module, batch: dict) -> dict[str, Any]:
+        """One pass on the MLM-masked text; MLM and MAE outputs of the terms that run."""
+        text_ids = batch["text_ids_mlm"] if "mlm" in self.terms else batch["text_ids"]
+        features = model.infer(text_ids, batch["text_masks"], batch["image"])
+        out: dict[str, Any] = {}
+        if "mlm" in self.terms:
+            out["mlm"] = mlm_loss(model.mlm_score(features["text_feats"]), batch["text_labels_mlm"])
+        if "mae" in self.terms:
+            prediction = model.mae_predict(features["image_feats"], features["mae_ids_restore"])
+            target = model.patchify(batch["image"]).to(prediction.dtype)
+            out["mae"] = mae_loss(prediction, target, features["mae_mask"], self.cfg.norm_pix_loss)
+        return out
+
+    def _itm(self, model: nn.Module, batch: dict) -> dict[str, Any]:
+        """ITM on own/false images (labels from the global RNG) and the WPA term."""
+        images = batch["image"]
+        labels = itm_labels(images.shape[0]).to(images.device)
+        matched = labels.view(-1, 1, 1, 1).bool()
+        pairs = torch.where(matched, images, batch["false_image_0"])
+        features = model.infer(batch["text_ids"], batch["text_masks"], pairs)
+        out: dict[str, Any] = {"itm": itm_loss(model.itm_score(features["cls_feats"]), labels)}
+        if self.cfg.wpa_weight > 0:
+            out["itm_wpa"] = wpa_loss(
+                features["text_feats"], features["image_feats"], features["text_masks"],
+                features["image_masks"], labels,
+            )
+        return out
+
+    def compute(self, model: nn.Module, batch: dict) -> dict[str, Any]:
+        """Raw outputs of every running term: ``LossOutput`` for mlm/itm, tensors for mae/itm_wpa."""
+        out: dict[str, Any] = {}
+        if "mlm" in self.terms or "mae" in self.terms:
+            out.update(self._mlm_and_mae(model, batch))
+        if "itm" in self.terms:
+            out.update(self._itm(model, batch))
+        return out
+
+    def total_loss(self, out: dict[str, Any]) -> torch.Tensor:
+        """VLC's sum: mlm + mae_weight·mae + itm + wpa_weight·wpa."""
+        weights = {"mlm": 1.0, "itm": 1.0, "mae": self.cfg.mae_weight, "itm_wpa": self.cfg.wpa_weight}
+        return sum(weights[name] * _loss(value) for name, value in out.items())
+
+    def training_step(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        out = self.compute(model, batch)
+        logged: dict[str, torch.Tensor] = {"loss": self.total_loss(out)}
+        for name, value in out.items():
+            logged[f"{name}_loss"] = _loss(value).detach()
+            if isinstance(value, LossOutput):
+                logged[f"{name}_accuracy"] = value.accuracy.detach()
+        return logged
+
+    # ----- evaluation -------------------------------------------------------------------------
+
+    def evaluate(self, model: nn.Module, loader, split: str = "val") -> dict[str, float]:
+        """Exact accuracies (summed counts) and sample-weighted mean losses over the split.
+
+        The random parts (MLM masks come with the batch; ITM labels, MAE masks) are drawn under
+        ``seed`` so every evaluation of a run sees the same pairs and leaves training RNG alone.
+        Also reports chance levels: ``itm_chance`` (majority label) and ``mlm_chance`` (always
+        predicting the most frequent masked token).
+        """
+        device = next(model.parameters()).device
+        sums: dict[str, torch.Tensor] = {}
+        token_counts = torch.zeros(self.cfg.vocab_size, dtype=torch.float64, device=device)
+
+        def add(key: str, value: torch.Tensor | float) -> None:
+            sums[key] = sums.get(key, 0) + torch.as_tensor(value, dtype=torch.float64, device=device)
+
+        cuda = [device] if device.type == "cuda" else []
+        with seeded(self.cfg.seed, devices=cuda):
+            for batch in loader:
+                batch = move_to_device(batch, device)
+                size = batch["image"].shape[0]
+                add("samples", size)
+                add("num_skipped_images", batch.get("num_skipped_images", 0))
+                for name, value in self.compute(model, batch).items():
+                    add(f"{name}_loss", _loss(value).detach() * size)
+                    if isinstance(value, LossOutput):
+                        add(f"{name}_correct", value.correct)
+                        add(f"{name}_total", value.total)
+                if "mlm" in self.terms:
+                    labels = batch["text_labels_mlm"]
+                    token_counts += torch.bincount(
+                        labels[labels >= 0], minlength=self.cfg.vocab_size
+                    ).to(token_counts)
+                if "itm" in self.terms:
+                    add("itm_positives", size // 2)
+        reduced = {key: distributed.all_reduce_sum(value.clone()).item() for key, value in sums.items()}
+        token_counts = distributed.all_reduce_sum(token_counts)
+        return self._metrics(reduced, token_counts)
+
+    def _metrics(self, sums: dict[str, float], token_counts: torch.Tensor) -> dict[str, float]:
+        samples = max(sums.get("samples", 0), 1)
+        metrics = {"num_skipped_images": sums.get("num_skipped_images", 0.0)}
+        for key, value in sums.items():
+            if key.endswith("_loss"):
+                metrics[key] = value / samples
+        the_metric = 0.0
+        for term in ("mlm", "itm"):
+            if f"{term}_total" in sums:
+                metrics[f"{term}_accuracy"] = sums[f"{term}_correct"] / max(sums[f"{term}_total"], 1)
+                the_metric += metrics[f"{term}_accuracy"]
+        if "mlm" in self.terms:
+            metrics["mlm_chance"] = (token_counts.max() / token_counts.sum().clamp(min=1)).item()
+        if "itm" in self.terms:
+            positives = sums["itm_positives"] / samples
+            metrics["itm_chance"] = max(positives, 1 - positives)
+        metrics["the_metric"] = the_metric
+        return metrics
+
+
+def _loss(value: LossOutput | torch.Tensor) -> torch.Tensor:
+    return value.loss if isinstance(value, LossOutput) else value
+
