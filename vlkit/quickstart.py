@@ -24,6 +24,7 @@ def quickstart_arguments(out: Path, info: dict[str, Any], steps: int) -> list[st
         f"val_check_interval={max(1, steps // 4)}",
         "warmup_steps=0.1",
         "learning_rate=1e-3",
+        "itm_patch_drop=False",
     ]
 
 

@@ -394,6 +394,7 @@ def test_corrupt_jpeg_is_replaced_logged_and_counted(build, tokenizer, caplog):
         sample["img_index"], sample["cap_index"], sample["num_skipped_images"])
 
     caplog.clear()
+    dataset = build("coco", "train")  # a fresh dataset: each broken image is logged once per dataset
     with caplog.at_level(logging.WARNING):
         empty = dataset[(22, 5)]  # restval row 1 (global row 7), slot 1: empty image cell
     assert empty["num_skipped_images"] >= 1 and empty["img_index"] not in (2, 7)
@@ -432,7 +433,7 @@ def test_broken_negative_images_are_replaced_and_counted(build, caplog):
             assert any(torch.equal(sample["false_image_0"], image) for row, image in good.items() if row != 0)
             skipped.append(sample["num_skipped_images"])
     assert sum(skipped) > 0  # 2 of the 8 other rows are broken: about 1 draw in 4
-    assert caplog.text.count("cannot decode") == sum(skipped)
+    assert 1 <= caplog.text.count("cannot decode") <= len(broken_rows)  # each logged once, all counted
 
 
 def test_every_image_broken_raises_instead_of_looping(tmp_path, make_cfg, tokenizer, write_table):

@@ -94,6 +94,9 @@ class Config:
     mae_patch_drop: Union[bool, None] = None
     """Drop ``mask_ratio`` of the patches in the encoder. None follows ``is_pretrain`` for VLC's
     ``mae_vit_*`` and is off for ViLT's ``vit_*``."""
+    itm_patch_drop: Union[bool, None] = None
+    """Drop patches in the ITM pass too. None does what the encoder does by default (VLC drops
+    them there as a side effect of ``is_pretrain``); False shows ITM the whole image."""
     wpa_weight: float = 0.1
     """Weight of ITM's word-patch-alignment (IPOT) term; 0 switches it off."""
     layer_decay: float = 0.5

@@ -36,8 +36,8 @@ def open_arrow(path: str) -> pa.Table:
         return pa.ipc.open_file(pa.memory_map(path, "r")).read_all()
     except pa.ArrowInvalid as err:
         raise ValueError(
-            f"{path} is not a readable Arrow IPC file ({err}); rewrite it with `vlkit data convert` "
-            f"or remove it"
+            f"{path} is not a readable Arrow IPC file ({err}); rewrite it in the ViLT Arrow "
+            f"layout or remove it"
         ) from err
 
 
@@ -94,7 +94,7 @@ class ArrowTables:
             if lacking:
                 raise ValueError(
                     f"{arrow_path(self.data_root, name)} lacks column(s) {lacking} needed by "
-                    f"{self.what} (it has {table.column_names}); rewrite it with `vlkit data convert`"
+                    f"{self.what} (it has {table.column_names}); rewrite it in the ViLT Arrow layout"
                 )
 
     def has_column(self, column: str) -> bool:

@@ -30,7 +30,10 @@ COUNTS = ("1", "2", "3")
 YES_NO = ("yes", "no")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six")
 MAX_SHAPES = 3
-BACKGROUND = (236, 236, 230)
+BACKGROUND = (124, 116, 104)
+"""The ImageNet mean: after normalisation the background is near 0, so the shapes dominate the
+patch embeddings (on a light background a tiny model learned MLM from text alone and ITM stayed
+at chance for 600 steps; on this one ITM alone reaches 0.78 in 400)."""
 NOISE_STD = 5.0
 JPEG_QUALITY = 90
 RADIUS = {"small": 0.24, "large": 0.42}
@@ -170,7 +173,7 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, image_size: int) -> Non
 
 
 def render(scene: Scene, image_size: int, rng: np.random.Generator) -> bytes:
-    """JPEG bytes of ``scene`` drawn on a light background with Gaussian pixel noise."""
+    """JPEG bytes of ``scene`` drawn on a mid-gray background with Gaussian pixel noise."""
     image = Image.new("RGB", (image_size, image_size), BACKGROUND)
     draw = ImageDraw.Draw(image)
     for shape in scene.shapes:

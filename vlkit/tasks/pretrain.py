@@ -76,12 +76,13 @@ class PretrainTask(ArrowTask):
         return out
 
     def _itm(self, model: nn.Module, batch: dict) -> dict[str, Any]:
-        """ITM on own/false images (labels from the global RNG) and the WPA term."""
+        """ITM on own/false images (labels from the global RNG) and the WPA term; patches are
+        dropped as ``itm_patch_drop`` says (None: as the encoder's default, which is VLC's)."""
         images = batch["image"]
         labels = itm_labels(images.shape[0]).to(images.device)
         matched = labels.view(-1, 1, 1, 1).bool()
         pairs = torch.where(matched, images, batch["false_image_0"])
-        features = model.infer(batch["text_ids"], batch["text_masks"], pairs)
+        features = model.infer(batch["text_ids"], batch["text_masks"], pairs, mask_image=self.cfg.itm_patch_drop)
         out: dict[str, Any] = {"itm": itm_loss(model.itm_score(features["cls_feats"]), labels)}
         if self.cfg.wpa_weight > 0:
             out["itm_wpa"] = wpa_loss(

@@ -48,20 +48,27 @@ class BrokenImageError(ValueError):
 
 
 class BrokenImageCounter:
-    """Broken images met while building one sample; gives up after ``MAX_BROKEN_PER_SAMPLE``."""
+    """Broken images met while building one sample; gives up after ``MAX_BROKEN_PER_SAMPLE``.
 
-    def __init__(self, label: str):
+    ``reported`` (shared by a dataset's counters) holds the images already logged: each broken
+    image is warned about once per process, and counted every time.
+    """
+
+    def __init__(self, label: str, reported: set[str]):
         self.label = label
+        self.reported = reported
         self.count = 0
 
     def record(self, err: BrokenImageError) -> None:
-        """Log ``err``, count it, and raise once too many images in a row were broken."""
-        logger.warning("%s; drawing a replacement", err)
+        """Log ``err`` (the first time), count it, and raise once too many images in a row were broken."""
+        if str(err) not in self.reported:
+            self.reported.add(str(err))
+            logger.warning("%s; drawing a replacement (counted in num_skipped_images)", err)
         self.count += 1
         if self.count >= MAX_BROKEN_PER_SAMPLE:
             raise RuntimeError(
                 f"{self.label}: {self.count} images in a row could not be decoded while building one "
-                f"sample (last: {err}); the data looks damaged: run `vlkit data check` on data_root"
+                f"sample (last: {err}); the data looks damaged: check the files under data_root"
             ) from err
 
 
@@ -107,6 +114,7 @@ class ArrowDataset(Dataset):
         self.draw_false_image = draw_false_image
         self.draw_false_text = draw_false_text
         self.image_only = image_only
+        self._reported_broken: set[str] = set()
 
         if self.dedupe_texts:
             texts_per_row = self.tables.distinct_list_lengths(self.text_column)
@@ -190,7 +198,7 @@ class ArrowDataset(Dataset):
     # --- building a sample ---
 
     def _sample_replacing_broken(self, index: int) -> dict[str, Any]:
-        broken = BrokenImageCounter(self.label)
+        broken = BrokenImageCounter(self.label, self._reported_broken)
         while True:
             try:
                 sample = self.build_sample(index, broken)
