@@ -47,7 +47,7 @@ def test_itm_rises_well_above_chance_and_mae_loss_falls(scenes, tmp_path):
 
 def test_mlm_loss_falls_and_accuracy_beats_the_majority_token(scenes, tmp_path):
     run_dir = train(scenes, tmp_path, "loss_names.itm=0", "loss_names.mae=0", "use_mae=False",
-                    "max_steps=100", "val_check_interval=100")
+                    "max_steps=200", "val_check_interval=200")
     steps = records(run_dir, "train")
     assert steps[-1]["train/mlm_loss"] < 0.75 * steps[0]["train/mlm_loss"]
     val = json.loads((run_dir / "metrics.json").read_text())["val"]
