@@ -93,7 +93,8 @@ def synthesize(out: str, images: int, seed: int, image_size: int) -> dict[str, A
 
 def data_arguments(data_root: str, info: dict[str, Any]) -> str:
     """The ``key=value`` words that point a run at a synthetic set."""
-    return f"data_root={data_root} tokenizer={info['tokenizer']} vocab_size={info['vocab_size']}"
+    return (f"data_root={data_root} tokenizer={info['tokenizer']} vocab_size={info['vocab_size']} "
+            f"vqav2_label_size={info['vqav2_label_size']}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

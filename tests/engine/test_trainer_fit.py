@@ -58,7 +58,12 @@ def test_fit_learns_and_writes_every_run_artifact(tmp_path):
     ToyModel(0.1).load_state_dict(last_ckpt["state_dict"])  # plain keys, no "module." prefix
 
     test_metrics = trainer.test()
-    assert json.loads((run_dir / "metrics.json").read_text()) == test_metrics
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["metrics"] == test_metrics and record["split"] == "test"
+    assert record["image_size"] == cfg.image_size and record["checkpoint"] is None
+    val_record = json.loads((run_dir / "evaluations" / "val_step0000032.json").read_text())
+    assert val_record["split"] == "val" and val_record["metrics"] == result["val"]
+    assert len(val_record["checkpoint_sha256"]) == 64 and val_record["checkpoint"].endswith("last.ckpt")
     assert test_metrics["count"] == 30 and test_metrics["the_metric"] >= 0.8
 
 

@@ -29,7 +29,7 @@ def _block_keys(prefix, dim, hidden):
 
 def reference_shapes(
     *, hidden, vocab, text_len, grid, patch, depth, decoder_dim=0, decoder_depth=0,
-    mlm=True, itm=True, token_types=2, mlp_ratio=4,
+    mlm=True, itm=True, token_types=2, mlp_ratio=4, nlvr2=False,
 ):
     """{key: shape} of a VLC (``decoder_dim`` > 0) or ViLT ``VLCTransformer`` /
     ``ViLTransformerSS`` ``ckpt['state_dict']``, in the order PyTorch writes it (§2.4).
@@ -78,6 +78,10 @@ def reference_shapes(
     if itm:
         keys["itm_score.fc.weight"] = (2, H)
         keys["itm_score.fc.bias"] = (2,)
+    if nlvr2:  # §2.3: Linear 2H→2H, LayerNorm(2H), GELU (no parameters), Linear 2H→2
+        keys.update({"nlvr2_classifier.0.weight": (2 * H, 2 * H), "nlvr2_classifier.0.bias": (2 * H,),
+                     "nlvr2_classifier.1.weight": (2 * H,), "nlvr2_classifier.1.bias": (2 * H,),
+                     "nlvr2_classifier.3.weight": (2, 2 * H), "nlvr2_classifier.3.bias": (2,)})
     return keys
 
 

@@ -108,6 +108,18 @@ class Config:
     progress_bar: bool = True
     device: str = "auto"
     """``auto`` (cuda when available), ``cpu`` or ``cuda``."""
+    itc_embed_dim: int = 256
+    """Width of the image-text contrastive (``itc``) embeddings."""
+    retrieval_protocol: str = "exact"
+    """Retrieval evaluation: ``exact`` scores every image-caption pair with the cross-encoder (as
+    the reference); ``fast`` re-ranks only the ``k_test`` best ITC candidates of each query."""
+    k_test: int = 128
+    """Candidates per query that ``retrieval_protocol=fast`` re-ranks (ALBEF's name and default)."""
+    eval_pairs_per_batch: int = 512
+    """Image-caption pairs per forward pass when scoring retrieval candidates."""
+    vqa_annotations: str = ""
+    """Official VQA annotations JSON of the validation questions (``v2_mscoco_val2014_annotations
+    .json``), for the official accuracy; empty: that file in ``data_root`` when present."""
     run_name: str = ""
     """Folder name under ``log_dir``; empty gives the reference's ``{exp_name}_seed{seed}_from_{load}``."""
 

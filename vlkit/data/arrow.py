@@ -142,3 +142,13 @@ class ArrowTables:
                     distinct_rows = pairs.group_by(["row", "value"]).aggregate([])["row"]
                     counts.append(np.bincount(distinct_rows.to_numpy(), minlength=len(part)))
         return np.concatenate(counts).astype(np.int64) if counts else np.zeros(0, np.int64)
+
+    def flat_values(self, column: str, depth: int = 1) -> list:
+        """Every value of a list column (``depth`` levels of lists flattened), all tables in order."""
+        values: list = []
+        for table in self._tables:
+            flat = table.column(column)
+            for _ in range(depth):
+                flat = pc.list_flatten(flat)
+            values += flat.to_pylist()
+        return values

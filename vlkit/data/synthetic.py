@@ -9,6 +9,8 @@
 * VQA: ``vqav2_{train,val,trainable_val,rest_val,test,test-dev}``, ``vgqa_train``;
 * ``nlvr2_{train,dev,test1}`` and ``snli_{train,dev,test}``;
 * ``coco_vqa_label_info.pkl`` (VLC's ``ans2label`` / ``label2ans``) and ``vqa_answer_vocab.json``;
+* ``v2_mscoco_val2014_annotations.json``: the ten raw answers of every val question, in the official
+  format, for the official VQA accuracy;
 * ``tokenizer/``: a BERT-style WordPiece tokenizer whose vocabulary holds every word of every text;
 * ``scenes.json``: each image's scene and the image(s) behind every row of every file;
 * ``synth_info.json``: the summary that ``write_synthetic`` returns.
@@ -35,6 +37,8 @@ import numpy as np
 import pyarrow as pa
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import BertTokenizerFast
+
+from vlkit.data.datasets.vqa import OFFICIAL_VAL_ANNOTATIONS
 
 from vlkit.data.synthetic_scenes import (
     ANSWERS,
@@ -101,6 +105,10 @@ NLVR2_SCHEMA = pa.schema([
 SNLI_SCHEMA = pa.schema([("image", pa.binary()), ("sentences", pa.list_(_TEXTS)), ("labels", _INTS)])
 
 
+FORMAT_VERSION = 2
+"""Bumped whenever the files written change, so a stale synthetic set is regenerated, not reused."""
+
+
 @dataclass
 class ArrowFile:
     """One table to write: its name, schema, columns and the image index (or pair) of each row."""
@@ -109,6 +117,8 @@ class ArrowFile:
     schema: pa.Schema
     columns: dict[str, list]
     images: list
+    annotations: list | None = None
+    """VQA files: the official-format annotation of every question (the ten raw answers)."""
 
     def rows(self, start: int, stop: int, name: str, split: str) -> "ArrowFile":
         """Rows ``start:stop`` as a file ``name`` whose ``split`` column says ``split``."""
@@ -249,12 +259,13 @@ def score_answers(raw_answers: Sequence[str]) -> tuple[list[str], list[int], lis
     return kept, [ANS2LABEL[a] for a in kept], [vqa_score(counts[a]) for a in kept]
 
 
-def _soft_targets(qa: QA, rng: np.random.Generator) -> tuple[list[str], list[int], list[float]]:
-    return score_answers(ten_answers(qa, rng))
+def _soft_targets(qa: QA, rng: np.random.Generator) -> tuple[list[str], list[int], list[float], list[str]]:
+    raw = ten_answers(qa, rng)
+    return (*score_answers(raw), raw)
 
 
-def _single_target(qa: QA, rng: np.random.Generator) -> tuple[list[str], list[int], list[float]]:
-    return [qa.answer], [ANS2LABEL[qa.answer]], [1.0]
+def _single_target(qa: QA, rng: np.random.Generator) -> tuple[list[str], list[int], list[float], list[str]]:
+    return [qa.answer], [ANS2LABEL[qa.answer]], [1.0], [qa.answer]
 
 
 def vqa_file(
@@ -269,17 +280,28 @@ def vqa_file(
     """VQA columns for ``rows``; ``targets=None`` writes the test layout (empty answer lists)."""
     rng = corpus.rng(name)
     columns: dict[str, list] = {key: [] for key in VQA_SCHEMA.names}
+    annotations = []
     for i in rows:
         asked = questions(corpus.scenes[i], rng, per_image)
         annotated = [targets(qa, rng) for qa in asked] if targets else []
+        question_ids = [question_id_offset + i * 10 + q for q in range(len(asked))]
         columns["image"].append(corpus.images[i])
         columns["questions"].append([qa.question for qa in asked])
         for k, key in enumerate(("answers", "answer_labels", "answer_scores")):
             columns[key].append([target[k] for target in annotated])
         columns["image_id"].append(i)
-        columns["question_id"].append([question_id_offset + i * 10 + q for q in range(len(asked))])
+        columns["question_id"].append(question_ids)
         columns["split"].append(split)
-    return ArrowFile(name, VQA_SCHEMA if targets else VQA_TEST_SCHEMA, columns, list(rows))
+        annotations += [official_annotation(qid, i, qa, target[3]) for qid, qa, target in zip(question_ids, asked, annotated)]
+    return ArrowFile(name, VQA_SCHEMA if targets else VQA_TEST_SCHEMA, columns, list(rows), annotations)
+
+
+def official_annotation(question_id: int, image_id: int, qa: QA, raw_answers: list[str]) -> dict:
+    """One entry of an official VQAv2 annotations file."""
+    return {
+        "question_id": question_id, "image_id": image_id, "multiple_choice_answer": qa.answer,
+        "answers": [{"answer": answer, "answer_id": k + 1} for k, answer in enumerate(raw_answers)],
+    }
 
 
 def vqa_files(corpus: Corpus) -> list[ArrowFile]:
@@ -463,6 +485,7 @@ def summary(out_dir: str, corpus: Corpus, files: Sequence[ArrowFile], vocab_size
     by_name = {file.name: file for file in files}
     answer, score = _vqa_majority(by_name["vqav2_train"], by_name["vqav2_rest_val"])
     return {
+        "format_version": FORMAT_VERSION,
         "seed": corpus.seed,
         "num_images": len(corpus.scenes),
         "image_size": corpus.image_size,
@@ -490,6 +513,8 @@ def _write_files(out_dir: str, corpus: Corpus, files: Sequence[ArrowFile], log: 
     label_info = {"ans2label": ANS2LABEL, "label2ans": list(ANSWERS)}
     _write_bytes(os.path.join(out_dir, "coco_vqa_label_info.pkl"), pickle.dumps(label_info, protocol=4))
     _write_json(os.path.join(out_dir, "vqa_answer_vocab.json"), ANS2LABEL)
+    val = next(file for file in files if file.name == "vqav2_val")
+    _write_json(os.path.join(out_dir, OFFICIAL_VAL_ANNOTATIONS), {"annotations": val.annotations})
     _write_json(os.path.join(out_dir, "scenes.json"), {
         "scenes": [[shape.to_dict() for shape in scene.shapes] for scene in corpus.scenes],
         "rows": {file.name: file.images for file in files},

@@ -27,6 +27,7 @@ from vlkit.engine.logging import (
 )
 from vlkit.engine.optim import build_optimizer, build_scheduler
 from vlkit.engine.progress import ProgressBar
+from vlkit.eval.metrics import evaluation_record
 from vlkit.tasks.base import Task
 from vlkit.utils import distributed
 from vlkit.utils.tensors import move_to_device
@@ -428,6 +429,12 @@ class Trainer:
         metrics = self._validate() if self.val_loader is not None else None
         if not self.fast_dev_batches:
             self._save_checkpoints(metrics)
+        if metrics is not None and self.dist.is_main:
+            last = self.checkpoint_dir / "last.ckpt"
+            self._write_record(
+                self.run_dir / "evaluations" / f"val_step{self.state.global_step:07d}.json", "val", metrics,
+                checkpoint=str(last) if last.is_file() else "",
+            )
         self._last_event_step = self.state.global_step
         self.meter.exclude(time.perf_counter() - started)
 
@@ -512,13 +519,23 @@ class Trainer:
 
     # ----- test -------------------------------------------------------------------------------
 
+    def _write_record(self, path: Path, split: str, metrics: dict[str, float], checkpoint: str | None = None) -> None:
+        """An evaluation's ``metrics.json``-style record (``vlkit.eval.metrics.evaluation_record``)."""
+        record = evaluation_record(
+            self.cfg, self.task.name or type(self.task).__name__, split, metrics,
+            extra={**self.task.evaluation_info(), "step": self.state.global_step}, checkpoint=checkpoint,
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2) + "\n")
+
     def test(self) -> dict[str, float]:
-        """Run ``task.test`` on the test split; writes ``metrics.json`` into ``run_dir``."""
+        """Run ``task.test`` on the test split; writes ``metrics.json`` (task, split, protocol,
+        checkpoint path and hash, image size, the numbers under ``metrics``) into ``run_dir``."""
         if self.model is None:
             self.model = self._build_model()
         metrics = self._evaluate(self._eval_loader(self._dataset("test"), "test"), "test")
         if self.dist.is_main:
-            (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            self._write_record(self.run_dir / "metrics.json", "test", metrics)
             logger = MetricsLogger(self.run_dir, enabled=True)
             logger.log({"event": "test", "step": self.state.global_step, "epoch": self.state.epoch,
                         **{f"test/{name}": value for name, value in metrics.items()}})

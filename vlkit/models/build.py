@@ -17,7 +17,7 @@ from vlkit.models.checkpoints import (
 )
 from vlkit.models.fusion.single_stream import SingleStreamModel
 
-__all__ = ["MODEL_FAMILIES", "LoadReport", "build_model", "load_checkpoint"]
+__all__ = ["MODEL_FAMILIES", "LoadReport", "build_model", "build_model_with_reports", "load_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,20 @@ def _load_pretrained_vision_tower(model: nn.Module, path: str) -> LoadReport:
     return apply_checkpoint(model, checkpoint, format, path)
 
 
-def build_model(cfg: Any) -> nn.Module:
+def build_model_with_reports(cfg: Any) -> tuple[nn.Module, list[LoadReport]]:
     """The ``cfg.model`` family built from ``cfg``, then ``pretrain_path`` (vision tower) and
-    ``load_path`` (whole model) applied in that order, each load's report logged."""
+    ``load_path`` (whole model) applied in that order; each load's report is logged and returned."""
     model = _family(cfg.model)(cfg)
+    reports = []
     if cfg.pretrain_path:
-        log.info("pretrain_path: %s", _load_pretrained_vision_tower(model, cfg.pretrain_path))
+        reports.append(_load_pretrained_vision_tower(model, cfg.pretrain_path))
+        log.info("pretrain_path: %s", reports[-1])
     if cfg.load_path:
-        log.info("load_path: %s", load_checkpoint(model, cfg.load_path, config_key="load_path"))
-    return model
+        reports.append(load_checkpoint(model, cfg.load_path, config_key="load_path"))
+        log.info("load_path: %s", reports[-1])
+    return model, reports
+
+
+def build_model(cfg: Any) -> nn.Module:
+    """``build_model_with_reports`` without the reports."""
+    return build_model_with_reports(cfg)[0]

@@ -1,13 +1,17 @@
 """Prediction heads on the fused features, with the reference's module names.
 
 ``HEADS`` maps a ``loss_names`` entry to (attribute name, builder); a model builds the head when
-that entry is > 0. A new head is a module plus one entry here.
+that entry is > 0. A builder takes the config and the width of the model's pooled features
+(``cls_feats``), so one head serves every model family. A new head is a module plus one entry here.
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers.models.bert.modeling_bert import BertConfig, BertPredictionHeadTransform
 
@@ -63,16 +67,73 @@ class ITMHead(nn.Module):
         return self.fc(cls_feats)
 
 
-HEADS: dict[str, tuple[str, Callable[[Any], nn.Module]]] = {
-    "mlm": ("mlm_score", lambda cfg: MLMHead(cfg.hidden_size, cfg.vocab_size)),
-    "itm": ("itm_score", lambda cfg: ITMHead(cfg.hidden_size)),
+def classifier(in_features: int, hidden: int, num_classes: int) -> nn.Sequential:
+    """The reference's task classifier: Linear, LayerNorm, GELU, Linear (keys ``0.*`` .. ``3.*``)."""
+    head = nn.Sequential(
+        nn.Linear(in_features, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, num_classes)
+    )
+    head.apply(bert_init)
+    return head
+
+
+class ITCHead(nn.Module):
+    """Image-text contrastive projections: ``text_proj`` / ``image_proj`` (Linear to
+    ``itc_embed_dim``, L2-normalised) and a learnable ``logit_scale`` (log 1/0.07, as CLIP)."""
+
+    def __init__(self, width: int, embed_dim: int):
+        super().__init__()
+        self.text_proj = nn.Linear(width, embed_dim)
+        self.image_proj = nn.Linear(width, embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.text_proj.apply(bert_init)
+        self.image_proj.apply(bert_init)
+
+    def embed_text(self, text_feats: torch.Tensor) -> torch.Tensor:
+        """(B, width) → unit vectors (B, embed_dim)."""
+        return F.normalize(self.text_proj(text_feats), dim=-1)
+
+    def embed_image(self, image_feats: torch.Tensor) -> torch.Tensor:
+        """(B, width) → unit vectors (B, embed_dim)."""
+        return F.normalize(self.image_proj(image_feats), dim=-1)
+
+
+def init_rank_from_itm(model: nn.Module) -> None:
+    """Copy the ITM head's "match" row (index 1) into ``rank_output`` and freeze ``itm_score``
+    (VLC/ViLT's IRTR initialisation, fact sheet §2.3)."""
+    if not (hasattr(model, "rank_output") and hasattr(model, "itm_score")):
+        raise ValueError(
+            "retrieval fine-tuning initialises rank_output from the ITM head: set loss_names.itm "
+            "> 0 (the reference presets use 0.5, which builds the head without training it)"
+        )
+    with torch.no_grad():
+        model.rank_output.weight.copy_(model.itm_score.fc.weight[1:2])
+        model.rank_output.bias.copy_(model.itm_score.fc.bias[1:2])
+    for param in model.itm_score.parameters():
+        param.requires_grad_(False)
+
+
+HEADS: dict[str, tuple[str, Callable[[Any, int], nn.Module]]] = {
+    "mlm": ("mlm_score", lambda cfg, width: MLMHead(width, cfg.vocab_size)),
+    "itm": ("itm_score", lambda cfg, width: ITMHead(width)),
+    "itc": ("itc_head", lambda cfg, width: ITCHead(width, cfg.itc_embed_dim)),
+    "vqa": ("vqa_classifier", lambda cfg, width: classifier(width, 2 * width, cfg.vqav2_label_size)),
+    "nlvr2": ("nlvr2_classifier", lambda cfg, width: classifier(2 * width, 2 * width, 2)),
+    "snli": ("snli_classifier", lambda cfg, width: classifier(width, 2 * width, 3)),
+    "irtr": ("rank_output", lambda cfg, width: _bert_linear(width, 1)),
 }
 
 
-def build_heads(cfg: Any) -> dict[str, nn.Module]:
-    """{attribute name: head} for every ``HEADS`` entry whose ``cfg.loss_names`` value is > 0."""
+def _bert_linear(in_features: int, out_features: int) -> nn.Linear:
+    layer = nn.Linear(in_features, out_features)
+    layer.apply(bert_init)
+    return layer
+
+
+def build_heads(cfg: Any, width: int) -> dict[str, nn.Module]:
+    """{attribute name: head} for every ``HEADS`` entry whose ``cfg.loss_names`` value is > 0;
+    ``width`` is the size of the model's pooled features."""
     return {
-        attribute: build(cfg)
+        attribute: build(cfg, width)
         for task, (attribute, build) in HEADS.items()
         if cfg.loss_names.get(task, 0) > 0
     }

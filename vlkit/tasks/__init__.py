@@ -5,10 +5,17 @@ import difflib
 from typing import Any
 
 from vlkit.tasks.base import Task
+from vlkit.tasks.classification import Nlvr2Task, SnliVeTask
+from vlkit.tasks.irtr import IRTRTask
 from vlkit.tasks.pretrain import PRETRAIN_TERMS, PretrainTask, runs
+from vlkit.tasks.vqa import VQATask
 
 TASKS: dict[str, type[Task]] = {
     "pretrain": PretrainTask,
+    "vqa": VQATask,
+    "nlvr2": Nlvr2Task,
+    "irtr": IRTRTask,
+    "snli": SnliVeTask,
 }
 
 

@@ -42,6 +42,10 @@ class Task(abc.ABC):
         """Full evaluation over ``loader`` (the local shard of the split under DDP), reduced
         across processes. Must hold ``the_metric`` (higher is better), used to pick best.ckpt."""
 
+    def evaluation_info(self) -> dict[str, Any]:
+        """How this task evaluates, recorded with every evaluation (e.g. the retrieval protocol)."""
+        return {}
+
     def test(self, model: nn.Module, loader, out_dir: str) -> dict[str, float]:
         """``test_only=True``: evaluate on the test split and write any submission files."""
         return self.evaluate(model, loader, split="test")

@@ -1,9 +1,11 @@
-"""Pre-training: MLM, ITM (with the WPA optimal-transport term) and MAE (fact sheet §3.1-3.4).
+"""Pre-training: MLM, ITM (with the WPA optimal-transport term), MAE (fact sheet §3.1-3.4) and
+optionally ITC.
 
 A term runs when its ``loss_names`` value is >= 1. MLM and MAE share one forward pass (masked
 text, patch-dropped image), as VLC; ITM has its own pass on the unmasked text, where half of the
-images are swapped for ``false_image_0``. The total is ``mlm + mae_weight * mae + itm +
-wpa_weight * wpa``, VLC's sum.
+images are swapped for ``false_image_0``. ITC (a vlkit addition) contrasts text-only and
+image-only passes through the same transformer. The total is ``mlm + mae_weight * mae + itm +
+wpa_weight * wpa + itc``, VLC's sum plus ITC.
 """
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ from torch import nn
 from vlkit.models.fusion.single_stream import drops_patches
 from vlkit.objectives import LossOutput, itm_labels, itm_loss, mae_loss, mlm_loss, wpa_loss
 from vlkit.tasks.arrow_task import ArrowTask
+from vlkit.tasks.contrastive import itc_term
 from vlkit.utils import distributed
 from vlkit.utils.seeding import seeded
 from vlkit.utils.tensors import move_to_device
 
-PRETRAIN_TERMS = ("mlm", "itm", "mae")
+PRETRAIN_TERMS = ("mlm", "itm", "mae", "itc")
 
 
 def runs(cfg: Any, term: str) -> bool:
@@ -45,7 +48,7 @@ class PretrainTask(ArrowTask):
                 "cannot run it (its ViT has no mask token); use MAE instead: loss_names.mae=1 use_mae=True"
             )
         if not self.terms:
-            raise ValueError("pre-training needs loss_names.mlm, .itm or .mae >= 1")
+            raise ValueError("pre-training needs loss_names.mlm, .itm, .mae or .itc >= 1")
         if "itm" in self.terms and cfg.draw_false_image < 1:
             raise ValueError("ITM needs negative images: set draw_false_image=1 (or loss_names.itm=0)")
         if "mae" in self.terms:
@@ -92,17 +95,20 @@ class PretrainTask(ArrowTask):
         return out
 
     def compute(self, model: nn.Module, batch: dict) -> dict[str, Any]:
-        """Raw outputs of every running term: ``LossOutput`` for mlm/itm, tensors for mae/itm_wpa."""
+        """Raw outputs of every running term: ``LossOutput`` for mlm/itm/itc, tensors for mae/itm_wpa."""
         out: dict[str, Any] = {}
         if "mlm" in self.terms or "mae" in self.terms:
             out.update(self._mlm_and_mae(model, batch))
         if "itm" in self.terms:
             out.update(self._itm(model, batch))
+        if "itc" in self.terms:
+            embeds = model.embed_image(batch["image"], mask_image=self.cfg.itm_patch_drop)
+            out["itc"] = itc_term(model, batch["text_ids"], batch["text_masks"], embeds)
         return out
 
     def total_loss(self, out: dict[str, Any]) -> torch.Tensor:
         """VLC's sum: mlm + mae_weight·mae + itm + wpa_weight·wpa."""
-        weights = {"mlm": 1.0, "itm": 1.0, "mae": self.cfg.mae_weight, "itm_wpa": self.cfg.wpa_weight}
+        weights = {"mlm": 1.0, "itm": 1.0, "itc": 1.0, "mae": self.cfg.mae_weight, "itm_wpa": self.cfg.wpa_weight}
         return sum(weights[name] * _loss(value) for name, value in out.items())
 
     def training_step(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
@@ -121,8 +127,8 @@ class PretrainTask(ArrowTask):
 
         The random parts (MLM masks come with the batch; ITM labels, MAE masks) are drawn under
         ``seed`` so every evaluation of a run sees the same pairs and leaves training RNG alone.
-        Also reports chance levels: ``itm_chance`` (majority label) and ``mlm_chance`` (always
-        predicting the most frequent masked token).
+        Also reports chance levels: ``itm_chance`` (majority label), ``mlm_chance`` (always
+        predicting the most frequent masked token) and ``itc_chance`` (a random text of the batch).
         """
         device = next(model.parameters()).device
         sums: dict[str, torch.Tensor] = {}
@@ -137,6 +143,7 @@ class PretrainTask(ArrowTask):
                 batch = move_to_device(batch, device)
                 size = batch["image"].shape[0]
                 add("samples", size)
+                add("batches", 1)
                 add("num_skipped_images", batch.get("num_skipped_images", 0))
                 for name, value in self.compute(model, batch).items():
                     add(f"{name}_loss", _loss(value).detach() * size)
@@ -161,7 +168,7 @@ class PretrainTask(ArrowTask):
             if key.endswith("_loss"):
                 metrics[key] = value / samples
         the_metric = 0.0
-        for term in ("mlm", "itm"):
+        for term in ("mlm", "itm", "itc"):
             if f"{term}_total" in sums:
                 metrics[f"{term}_accuracy"] = sums[f"{term}_correct"] / max(sums[f"{term}_total"], 1)
                 the_metric += metrics[f"{term}_accuracy"]
@@ -170,6 +177,8 @@ class PretrainTask(ArrowTask):
         if "itm" in self.terms:
             positives = sums["itm_positives"] / samples
             metrics["itm_chance"] = max(positives, 1 - positives)
+        if "itc" in self.terms:  # a random guess among the batch's texts
+            metrics["itc_chance"] = sums["batches"] / samples
         metrics["the_metric"] = the_metric
         return metrics
 

@@ -1,9 +1,19 @@
 """VQAv2 (fact sheet §4.2, §4.4): one sample per question, with soft-score answer targets."""
 from __future__ import annotations
 
+import json
+import logging
+import os
 from typing import Any
 
+from vlkit.data.arrow import ArrowTables
 from vlkit.data.datasets.base import ArrowDataset
+
+log = logging.getLogger(__name__)
+
+OFFICIAL_VAL_ANNOTATIONS = "v2_mscoco_val2014_annotations.json"
+"""File name of the official VQAv2 validation annotations (the ten human answers per question)."""
+UNKNOWN_ANSWER = "unknown"
 
 
 class VQAv2Dataset(ArrowDataset):
@@ -50,3 +60,45 @@ class VQAv2Dataset(ArrowDataset):
             "vqa_scores": of_question("answer_scores"),
             "qid": self.tables.value("question_id", row)[slot],
         }
+
+
+def answer_vocabulary(data_root: str, num_labels: int) -> list[str]:
+    """Label → answer string, read from the train and val tables' ``answers`` / ``answer_labels``
+    (as the reference's ``VQAv2DataModule``); labels never seen read ``"unknown"``."""
+    names = VQAv2Dataset.split_tables["train"] + VQAv2Dataset.split_tables["val"]
+    tables = ArrowTables(data_root, names, what="the VQAv2 answer vocabulary")
+    vocabulary = [UNKNOWN_ANSWER] * num_labels
+    for answer, label in zip(tables.flat_values("answers", 2), tables.flat_values("answer_labels", 2)):
+        if not 0 <= label < num_labels:
+            raise ValueError(
+                f"answer {answer!r} has label {label}, outside vqav2_label_size={num_labels}; set "
+                f"vqav2_label_size to the answer vocabulary size"
+            )
+        vocabulary[label] = answer
+    return vocabulary
+
+
+def official_answers(path: str) -> dict[int, list[str]]:
+    """Question id → the human answers, from an official VQA annotations JSON."""
+    try:
+        with open(path) as handle:
+            annotations = json.load(handle)["annotations"]
+        return {int(a["question_id"]): [answer["answer"] for answer in a["answers"]] for a in annotations}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"vqa_annotations={path!r} is not an official VQA annotations file ({err}); it must hold "
+            f'{{"annotations": [{{"question_id", "answers": [{{"answer"}}, ...]}}, ...]}}'
+        ) from err
+
+
+def annotations_path(cfg: Any) -> str | None:
+    """``cfg.vqa_annotations``, else the official file in ``data_root`` if there; None otherwise."""
+    if cfg.vqa_annotations:
+        if not os.path.isfile(cfg.vqa_annotations):
+            raise FileNotFoundError(
+                f"vqa_annotations={cfg.vqa_annotations!r}: no such file; give the official "
+                f"{OFFICIAL_VAL_ANNOTATIONS} or set vqa_annotations=''"
+            )
+        return cfg.vqa_annotations
+    default = os.path.join(cfg.data_root, OFFICIAL_VAL_ANNOTATIONS)
+    return default if os.path.isfile(default) else None

@@ -45,6 +45,7 @@ class LoadReport:
     format: str
     path: str = ""
     loaded: int = 0
+    loaded_keys: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     resized: list[str] = field(default_factory=list)
@@ -209,6 +210,7 @@ def apply_checkpoint(
     fitted = _fit_shapes(state, model, report, hparams)
     result = model.load_state_dict(fitted, strict=False)
     report.loaded = len(fitted)
+    report.loaded_keys = sorted(fitted)
     report.missing = [key for key in result.missing_keys if key.startswith(scope)]
     if strict and (report.missing or report.unexpected):
         raise RuntimeError(f"strict load failed:\n{report}")

@@ -47,7 +47,7 @@ class SingleStreamModel(nn.Module):
 
     Attributes: ``text_embeddings``, ``token_type_embeddings`` (2 rows, 3 when
     ``loss_names.nlvr2`` > 0), ``transformer`` (vision tower and fusion blocks), ``pooler``, and
-    ``mlm_score`` / ``itm_score`` when their ``loss_names`` value is > 0.
+    the heads of ``vlkit.models.heads.HEADS`` whose ``loss_names`` value is > 0.
     """
 
     def __init__(self, cfg: Any):
@@ -64,18 +64,56 @@ class SingleStreamModel(nn.Module):
         self.token_type_embeddings.apply(bert_init)
         self.transformer = build_vision_tower(cfg)
         self.pooler = Pooler(cfg.hidden_size)
-        for name, head in build_heads(cfg).items():
+        for name, head in build_heads(cfg, self.feature_width).items():
             self.add_module(name, head)
+
+    @property
+    def feature_width(self) -> int:
+        """Width of ``cls_feats`` (what task heads take)."""
+        return self.hidden_size
+
+    def embed_image(
+        self, image: torch.Tensor, image_token_type_idx: int = 1, mask_image: bool | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Image tokens ready for fusion: patch + position + token-type embeddings.
+
+        Returns ``tokens`` (B, 1 + K, H), ``masks`` (B, 1 + K) and, when patches were dropped
+        (``mask_image``; None: the model's default), ``mae_mask`` and ``mae_ids_restore``. Every
+        entry has the batch first, so a retrieval evaluator can compute it once per image and
+        index rows of it for many captions.
+        """
+        drop = self.patch_drop if mask_image is None else mask_image
+        tokens, mae_mask, ids_restore = self.transformer.embed(image, self.mask_ratio if drop else 0.0)
+        types = torch.full(tokens.shape[:2], image_token_type_idx, device=tokens.device)
+        out = {
+            "tokens": tokens + self.token_type_embeddings(types),
+            "masks": torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device),
+        }
+        if mae_mask is not None:
+            out["mae_mask"], out["mae_ids_restore"] = mae_mask, ids_restore
+        return out
+
+    def embed_text(self, text_ids: torch.Tensor) -> torch.Tensor:
+        """Text tokens ready for fusion (B, L, H): BERT embeddings + token type 0."""
+        if text_ids.shape[1] > self.max_text_len:
+            raise ValueError(
+                f"text_ids has {text_ids.shape[1]} positions but the text embeddings hold "
+                f"max_text_len={self.max_text_len}; tokenize to at most that length"
+            )
+        text = self.text_embeddings(input_ids=text_ids)
+        return text + self.token_type_embeddings(torch.zeros_like(text_ids))
 
     def infer(
         self,
         text_ids: torch.Tensor,
         text_masks: torch.Tensor,
-        image: torch.Tensor,
+        image: torch.Tensor | None = None,
         image_token_type_idx: int = 1,
         mask_image: bool | None = None,
+        image_embeds: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Fused features of a text batch (B, L) and an image batch (B, 3, S, S).
+        """Fused features of a text batch (B, L) and an image batch (B, 3, S, S), or of the
+        image's ``embed_image`` output given as ``image_embeds`` instead of ``image``.
 
         ``mask_image`` drops ``mask_ratio`` of the patches (None: ``mae_patch_drop``, or
         ``is_pretrain`` when that is None). Returns ``text_feats`` (B, L, H), ``image_feats``
@@ -83,23 +121,14 @@ class SingleStreamModel(nn.Module):
         ``image_masks`` and, when patches were dropped, ``mae_mask`` (B, N; 1 = removed) and
         ``mae_ids_restore`` (B, N).
         """
-        if text_ids.shape[1] > self.max_text_len:
-            raise ValueError(
-                f"text_ids has {text_ids.shape[1]} positions but the text embeddings hold "
-                f"max_text_len={self.max_text_len}; tokenize to at most that length"
-            )
-        drop = self.patch_drop if mask_image is None else mask_image
-        text = self.text_embeddings(input_ids=text_ids)
-        text = text + self.token_type_embeddings(torch.zeros_like(text_ids))
-        image_tokens, mae_mask, ids_restore = self.transformer.embed(
-            image, self.mask_ratio if drop else 0.0
-        )
-        image_types = torch.full(image_tokens.shape[:2], image_token_type_idx, device=image.device)
-        image_tokens = image_tokens + self.token_type_embeddings(image_types)
-        image_masks = torch.ones(image_tokens.shape[:2], dtype=text_masks.dtype, device=image.device)
-
+        if (image is None) == (image_embeds is None):
+            raise ValueError("give exactly one of image and image_embeds")
+        if image_embeds is None:
+            image_embeds = self.embed_image(image, image_token_type_idx, mask_image)
+        text = self.embed_text(text_ids)
+        image_masks = image_embeds["masks"].to(text_masks.dtype)
         x = self.transformer.encode(
-            torch.cat([text, image_tokens], dim=1), torch.cat([text_masks, image_masks], dim=1)
+            torch.cat([text, image_embeds["tokens"]], dim=1), torch.cat([text_masks, image_masks], dim=1)
         )
         text_len = text_ids.shape[1]
         out = {
@@ -110,10 +139,18 @@ class SingleStreamModel(nn.Module):
             "text_masks": text_masks,
             "image_masks": image_masks,
         }
-        if mae_mask is not None:
-            out["mae_mask"] = mae_mask
-            out["mae_ids_restore"] = ids_restore
+        for key in ("mae_mask", "mae_ids_restore"):
+            if key in image_embeds:
+                out[key] = image_embeds[key]
         return out
+
+    def text_only_feats(self, text_ids: torch.Tensor, text_masks: torch.Tensor) -> torch.Tensor:
+        """The text alone through the fusion transformer: its first token's features (B, H)."""
+        return self.transformer.encode(self.embed_text(text_ids), text_masks)[:, 0]
+
+    def image_only_feats(self, image_embeds: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The image alone (``embed_image`` output) through the transformer: its CLS features (B, H)."""
+        return self.transformer.encode(image_embeds["tokens"], image_embeds["masks"])[:, 0]
 
     def mae_predict(self, image_feats: torch.Tensor, ids_restore: torch.Tensor | None) -> torch.Tensor:
         """MAE decoder prediction (B, N, p·p·3) from ``infer``'s ``image_feats`` and ids_restore."""
