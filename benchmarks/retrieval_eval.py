@@ -3,7 +3,8 @@
 
 The model is randomly initialised (only speed is measured). ``tiny`` runs the whole synthetic
 split; ``vlc_base`` (ViT-B/16 + 40 text tokens, 384 px as VLC's retrieval fine-tuning) scores a
-subset of images on CPU, the whole split on CUDA.
+few images x captions on CPU (``--base-cpu-images``, ``--base-cpu-captions``), the whole split on
+CUDA. The ``fast`` timing of a subset is not representative (its candidates cover most pairs).
 
     python benchmarks/retrieval_eval.py                         # tiny and vlc_base, this machine
     python benchmarks/retrieval_eval.py --models tiny --out results.json
@@ -37,20 +38,23 @@ def synthetic_set(out_dir: str, images: int) -> dict:
 
 
 def measure(model_name: str, device_name: str, data: str, info: dict, k_test: int, max_images: int | None,
-            pairs_per_batch: int) -> dict:
-    """Run both protocols once (after a warm-up batch) and return their timings."""
+            max_captions: int | None, pairs_per_batch: int) -> dict:
+    """Run both protocols once (after a warm-up on CUDA) and return their timings."""
+    from vlkit.eval.retrieval_eval import RetrievalTexts
     from vlkit.config import resolve_config
     from vlkit.eval.retrieval_eval import RetrievalEvaluator
     from vlkit.tasks.irtr import IRTRTask
 
     cfg = resolve_config([
         *MODELS[model_name], f"data_root={data}", f"tokenizer={info['tokenizer']}", f"vocab_size={info['vocab_size']}",
-        "progress_bar=False", f"precision={PRECISION[device_name]}", "per_gpu_batchsize=8",
+        "progress_bar=False", f"precision={PRECISION[device_name]}", f"per_gpu_batchsize={min(8, max_images or 8)}",
     ])
     device = torch.device(device_name)
     task = IRTRTask(cfg)
     model = task.build_model().to(device).eval()
     loader, texts = task.recall_inputs("test")
+    if max_captions is not None:
+        texts = RetrievalTexts(texts.ids[:max_captions], texts.masks[:max_captions], texts.image_rows[:max_captions])
     batches = [batch for batch in loader]
     if max_images is not None:
         kept, total = [], 0
@@ -67,8 +71,8 @@ def measure(model_name: str, device_name: str, data: str, info: dict, k_test: in
         evaluator = RetrievalEvaluator(model, lambda f: model.rank_output(f["cls_feats"])[:, 0], protocol,
                                        k_test=k_test, pairs_per_batch=pairs_per_batch, progress=False)
         with torch.no_grad(), (autocast or torch.autocast("cpu", enabled=False)):
-            evaluator.evaluate(batches[:1], texts)  # warm-up
             if device.type == "cuda":
+                evaluator.evaluate(batches[:1], texts)  # warm-up
                 torch.cuda.synchronize()
             started = time.perf_counter()
             metrics = evaluator.evaluate(batches, texts)
@@ -92,7 +96,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=600, help="synthetic scenes to generate")
     parser.add_argument("--data", default=None, help="existing synthetic set (default: a temporary one)")
     parser.add_argument("--k-test", type=int, default=16)
-    parser.add_argument("--base-cpu-images", type=int, default=4, help="images scored by vlc_base on CPU")
+    parser.add_argument("--base-cpu-images", type=int, default=2, help="images scored by vlc_base on CPU")
+    parser.add_argument("--base-cpu-captions", type=int, default=40, help="captions scored by vlc_base on CPU")
     parser.add_argument("--pairs-per-batch", type=int, default=512)
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     args = parser.parse_args()
@@ -103,8 +108,9 @@ def main() -> None:
     rows = []
     for device in devices:
         for model in args.models:
-            limit = args.base_cpu_images if (model == "vlc_base" and device == "cpu") else None
-            row = measure(model, device, data, info, args.k_test, limit, args.pairs_per_batch)
+            small = model == "vlc_base" and device == "cpu"
+            row = measure(model, device, data, info, args.k_test, args.base_cpu_images if small else None,
+                          args.base_cpu_captions if small else None, args.pairs_per_batch)
             row["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs" if device == "cpu" \
                 else torch.cuda.get_device_name()
             rows.append(row)
