@@ -378,10 +378,14 @@ def test_hidden_size_mismatch_in_a_vision_tower_checkpoint(tmp_path):
     assert "hidden_size=64" in message
 
 
-def test_vocab_size_mismatch_names_key_shapes_and_config_key(tmp_path):
-    cfg = tiny_cfg()
-    path = tmp_path / "vocab.ckpt"
+def _official_file(path, cfg):
+    """``path`` holding an official-looking checkpoint of a model built from ``cfg``."""
     torch.save(lightning_checkpoint(_build(cfg, 0), cfg), path)
+    return path
+
+
+def test_vocab_size_mismatch_names_key_shapes_and_config_key(tmp_path):
+    path = _official_file(tmp_path / "vocab.ckpt", tiny_cfg())
     with pytest.raises(ValueError) as error:
         load_checkpoint(_build(tiny_cfg(vocab_size=100), 1), str(path))
     message = str(error.value)
@@ -391,17 +395,13 @@ def test_vocab_size_mismatch_names_key_shapes_and_config_key(tmp_path):
 
 
 def test_max_text_len_mismatch_suggests_max_text_len(tmp_path):
-    cfg = tiny_cfg()
-    path = tmp_path / "len.ckpt"
-    torch.save(lightning_checkpoint(_build(cfg, 0), cfg), path)
+    path = _official_file(tmp_path / "len.ckpt", tiny_cfg())
     with pytest.raises(ValueError, match=r"position_embeddings.*\(16, 64\).*\(12, 64\).*max_text_len=16"):
         load_checkpoint(_build(tiny_cfg(max_text_len=12), 1), str(path))
 
 
 def test_vilt_checkpoint_into_vlc_model_is_a_patch_size_error(tmp_path):
-    cfg = vilt_cfg()
-    path = tmp_path / "vilt.ckpt"
-    torch.save(lightning_checkpoint(_build(cfg, 0), cfg), path)
+    path = _official_file(tmp_path / "vilt.ckpt", vilt_cfg())
     with pytest.raises(ValueError) as error:
         load_checkpoint(_build(tiny_cfg(), 1), str(path))
     message = str(error.value)
@@ -412,8 +412,7 @@ def test_vilt_checkpoint_into_vlc_model_is_a_patch_size_error(tmp_path):
 
 def test_pretrain_path_given_a_lightning_checkpoint_says_use_load_path(tmp_path):
     cfg = tiny_cfg()
-    path = tmp_path / "vlc.ckpt"
-    torch.save(lightning_checkpoint(_build(cfg, 0), cfg), path)
+    path = _official_file(tmp_path / "vlc.ckpt", cfg)
     with pytest.raises(ValueError, match=r"pretrain_path.*lightning.*load_path"):
         build_model(_cfg(cfg, pretrain_path=str(path)))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any, Callable
 
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -11,7 +12,23 @@ from vlkit.data.collate import Collator
 from vlkit.data.datasets import build_datasets
 from vlkit.data.tokenizer import load_tokenizer
 from vlkit.models.build import build_model
+from vlkit.objectives import LossOutput
 from vlkit.tasks.base import Task
+
+
+def term_loss(value: LossOutput | torch.Tensor) -> torch.Tensor:
+    """The loss of a term's output (a ``LossOutput`` or a bare loss tensor)."""
+    return value.loss if isinstance(value, LossOutput) else value
+
+
+def logged_terms(out: dict[str, LossOutput | torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``{term}_loss`` of every term and ``{term}_accuracy`` of those with one, detached."""
+    logged = {}
+    for name, value in out.items():
+        logged[f"{name}_loss"] = term_loss(value).detach()
+        if isinstance(value, LossOutput):
+            logged[f"{name}_accuracy"] = value.accuracy.detach()
+    return logged
 
 
 class ArrowTask(Task):

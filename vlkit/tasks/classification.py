@@ -14,16 +14,16 @@ from torch import nn
 
 from vlkit.eval.metrics import SumMeter, ratio
 from vlkit.objectives import LossOutput, classification_loss
-from vlkit.tasks.arrow_task import ArrowTask
+from vlkit.tasks.arrow_task import ArrowTask, logged_terms
 from vlkit.utils.tensors import move_to_device
 
 
 class ClassificationTask(ArrowTask):
     """Cross-entropy on ``head(features)`` against ``batch[label_key]``; accuracy per file group.
 
-    Subclasses set ``name``, ``head`` (model attribute), ``label_key``, ``num_classes`` (chance is
-    the majority class of each group) and ``groups`` (Arrow file name → metric prefix), and
-    implement ``features``.
+    Subclasses set ``name`` (also the one dataset they read), ``head`` (model attribute),
+    ``label_key``, ``num_classes`` (chance is the majority class of each group) and ``groups``
+    (Arrow file name → metric prefix), and implement ``features``.
     """
 
     head: ClassVar[str] = ""
@@ -31,6 +31,11 @@ class ClassificationTask(ArrowTask):
     groups: ClassVar[dict[str, str]] = {}
     selection_group: ClassVar[str] = "dev"
     num_classes: ClassVar[int] = 2
+
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        if list(cfg.datasets) != [self.name]:
+            raise ValueError(f"the {self.name} task reads datasets=['{self.name}']; got {list(cfg.datasets)}")
 
     @abc.abstractmethod
     def features(self, model: nn.Module, batch: dict) -> torch.Tensor:
@@ -42,7 +47,7 @@ class ClassificationTask(ArrowTask):
 
     def training_step(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         out = self.compute(model, batch)
-        return {"loss": out.loss, f"{self.name}_loss": out.loss.detach(), f"{self.name}_accuracy": out.accuracy.detach()}
+        return {"loss": out.loss, **logged_terms({self.name: out})}
 
     def evaluate(self, model: nn.Module, loader, split: str = "val") -> dict[str, float]:
         """Loss, accuracy and majority-class chance per group (and ``all``); ``the_metric`` is the
@@ -98,11 +103,6 @@ class Nlvr2Task(ClassificationTask):
     label_key = "answers"
     groups = {"nlvr2_dev": "dev", "nlvr2_test1": "test"}
 
-    def __init__(self, cfg: Any):
-        super().__init__(cfg)
-        if list(cfg.datasets) != ["nlvr2"]:
-            raise ValueError(f"the nlvr2 task reads datasets=['nlvr2']; got {list(cfg.datasets)}")
-
     def features(self, model: nn.Module, batch: dict) -> torch.Tensor:
         first = model.infer(batch["text_ids"], batch["text_masks"], batch["image_0"], image_token_type_idx=1)
         second = model.infer(batch["text_ids"], batch["text_masks"], batch["image_1"], image_token_type_idx=2)
@@ -118,11 +118,6 @@ class SnliVeTask(ClassificationTask):
     label_key = "labels"
     groups = {"snli_dev": "dev", "snli_test": "test"}
     num_classes = 3
-
-    def __init__(self, cfg: Any):
-        super().__init__(cfg)
-        if list(cfg.datasets) != ["snli"]:
-            raise ValueError(f"the snli task reads datasets=['snli']; got {list(cfg.datasets)}")
 
     def features(self, model: nn.Module, batch: dict) -> torch.Tensor:
         return model.infer(batch["text_ids"], batch["text_masks"], batch["image"])["cls_feats"]

@@ -25,7 +25,7 @@ from vlkit.eval.retrieval_eval import RetrievalEvaluator, RetrievalTexts
 from vlkit.models.build import build_model_with_reports
 from vlkit.models.heads import init_rank_from_itm
 from vlkit.objectives import LossOutput, classification_loss
-from vlkit.tasks.arrow_task import ArrowTask
+from vlkit.tasks.arrow_task import ArrowTask, logged_terms
 from vlkit.tasks.contrastive import itc_term
 
 RANK_KEYS = ("rank_output.weight", "rank_output.bias")
@@ -46,6 +46,7 @@ class IRTRTask(ArrowTask):
         if cfg.draw_false_text < 1:
             raise ValueError("retrieval training ranks the caption against negatives: set draw_false_text >= 1 (VLC: 15)")
         self.use_itc = cfg.loss_names.get("itc", 0) >= 1
+        self._recall_inputs: dict[str, tuple[DataLoader, RetrievalTexts]] = {}
 
     def build_model(self) -> nn.Module:
         """The model; ``rank_output`` copied from the ITM match row unless a checkpoint gave it."""
@@ -73,16 +74,18 @@ class IRTRTask(ArrowTask):
 
     def training_step(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         out = self.compute(model, batch)
-        logged = {"loss": sum(value.loss for value in out.values())}
-        for name, value in out.items():
-            logged[f"{name}_loss"] = value.loss.detach()
-            logged[f"{name}_accuracy"] = value.accuracy.detach()
-        return logged
+        return {"loss": sum(value.loss for value in out.values()), **logged_terms(out)}
 
     # ----- evaluation -------------------------------------------------------------------------
 
     def recall_inputs(self, split: str) -> tuple[DataLoader, RetrievalTexts]:
-        """A loader over the split's images (each once across processes) and all its captions."""
+        """A loader over the split's images (each once across processes) and all its captions,
+        built (and the captions tokenised) once per split."""
+        if split not in self._recall_inputs:
+            self._recall_inputs[split] = self._build_recall_inputs(split)
+        return self._recall_inputs[split]
+
+    def _build_recall_inputs(self, split: str) -> tuple[DataLoader, RetrievalTexts]:
         cfg = OmegaConf.merge(self.cfg, {"image_only": True, "draw_false_image": 0, "draw_false_text": 0})
         dataset = build_dataset(self.cfg.datasets[0], split, cfg, self.tokenizer)
         if dataset is None:

@@ -14,9 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlkit.eval.metrics import SumMeter
 from vlkit.models.fusion.single_stream import drops_patches
 from vlkit.objectives import LossOutput, itm_labels, itm_loss, mae_loss, mlm_loss, wpa_loss
-from vlkit.tasks.arrow_task import ArrowTask
+from vlkit.tasks.arrow_task import ArrowTask, logged_terms, term_loss
 from vlkit.tasks.contrastive import itc_term
 from vlkit.utils import distributed
 from vlkit.utils.seeding import seeded
@@ -109,16 +110,11 @@ class PretrainTask(ArrowTask):
     def total_loss(self, out: dict[str, Any]) -> torch.Tensor:
         """VLC's sum: mlm + mae_weight·mae + itm + wpa_weight·wpa."""
         weights = {"mlm": 1.0, "itm": 1.0, "itc": 1.0, "mae": self.cfg.mae_weight, "itm_wpa": self.cfg.wpa_weight}
-        return sum(weights[name] * _loss(value) for name, value in out.items())
+        return sum(weights[name] * term_loss(value) for name, value in out.items())
 
     def training_step(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         out = self.compute(model, batch)
-        logged: dict[str, torch.Tensor] = {"loss": self.total_loss(out)}
-        for name, value in out.items():
-            logged[f"{name}_loss"] = _loss(value).detach()
-            if isinstance(value, LossOutput):
-                logged[f"{name}_accuracy"] = value.accuracy.detach()
-        return logged
+        return {"loss": self.total_loss(out), **logged_terms(out)}
 
     # ----- evaluation -------------------------------------------------------------------------
 
@@ -131,35 +127,31 @@ class PretrainTask(ArrowTask):
         predicting the most frequent masked token) and ``itc_chance`` (a random text of the batch).
         """
         device = next(model.parameters()).device
-        sums: dict[str, torch.Tensor] = {}
+        meter = SumMeter(device)
         token_counts = torch.zeros(self.cfg.vocab_size, dtype=torch.float64, device=device)
-
-        def add(key: str, value: torch.Tensor | float) -> None:
-            sums[key] = sums.get(key, 0) + torch.as_tensor(value, dtype=torch.float64, device=device)
 
         cuda = [device] if device.type == "cuda" else []
         with seeded(self.cfg.seed, devices=cuda):
             for batch in loader:
                 batch = move_to_device(batch, device)
                 size = batch["image"].shape[0]
-                add("samples", size)
-                add("batches", 1)
-                add("num_skipped_images", batch.get("num_skipped_images", 0))
+                meter.add("samples", size)
+                meter.add("batches", 1)
+                meter.add("num_skipped_images", batch.get("num_skipped_images", 0))
                 for name, value in self.compute(model, batch).items():
-                    add(f"{name}_loss", _loss(value).detach() * size)
+                    meter.add(f"{name}_loss", term_loss(value).detach() * size)
                     if isinstance(value, LossOutput):
-                        add(f"{name}_correct", value.correct)
-                        add(f"{name}_total", value.total)
+                        meter.add(f"{name}_correct", value.correct)
+                        meter.add(f"{name}_total", value.total)
                 if "mlm" in self.terms:
                     labels = batch["text_labels_mlm"]
                     token_counts += torch.bincount(
                         labels[labels >= 0], minlength=self.cfg.vocab_size
                     ).to(token_counts)
                 if "itm" in self.terms:
-                    add("itm_positives", size // 2)
-        reduced = {key: distributed.all_reduce_sum(value.clone()).item() for key, value in sums.items()}
+                    meter.add("itm_positives", size // 2)
         token_counts = distributed.all_reduce_sum(token_counts)
-        return self._metrics(reduced, token_counts)
+        return self._metrics(meter.reduce(), token_counts)
 
     def _metrics(self, sums: dict[str, float], token_counts: torch.Tensor) -> dict[str, float]:
         samples = max(sums.get("samples", 0), 1)
@@ -181,8 +173,3 @@ class PretrainTask(ArrowTask):
             metrics["itc_chance"] = sums["batches"] / samples
         metrics["the_metric"] = the_metric
         return metrics
-
-
-def _loss(value: LossOutput | torch.Tensor) -> torch.Tensor:
-    return value.loss if isinstance(value, LossOutput) else value
-
