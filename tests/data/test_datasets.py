@@ -118,7 +118,8 @@ def test_unknown_dataset_or_split_is_an_error(build):
         build("cocoo", "train")
     with pytest.raises(ValueError, match="unknown split 'dev'"):
         build("coco", "dev")
-    assert set(DATASETS) == {"coco", "f30k", "vg", "sbu", "gcc", "vqa", "nlvr2", "snli"}
+    assert set(DATASETS) == {"coco", "f30k", "vg", "sbu", "gcc", "vqa", "nlvr2", "snli",
+                             "json_pretrain", "json_retrieval", "json_vqa", "json_nlvr"}
 
 
 def test_missing_sbu_shards_are_skipped_with_a_warning(build, data_root, caption_table, caplog):

@@ -453,11 +453,27 @@ def _cfg(out: str, **overrides):
     return OmegaConf.create(values)
 
 
+JSON_FILES = {  # the synthetic json files of each json dataset: (train, val, test)
+    "json_pretrain": (["json_pretrain/pretrain.json"], [], []),
+    "json_retrieval": (["downstream_json/coco_train.json"], "downstream_json/coco_val.json", "downstream_json/coco_test.json"),
+    "json_vqa": (["downstream_json/vqa_train.json", "downstream_json/vg_qa.json"], [], ["downstream_json/vqa_test.json"]),
+    "json_nlvr": (["downstream_json/nlvr_train.json"], ["downstream_json/nlvr_dev.json"], ["downstream_json/nlvr_test.json"]),
+}
+
+
+def _json_options(out: str, name: str) -> dict:
+    if name not in JSON_FILES:
+        return {}
+    train, val, test = JSON_FILES[name]
+    return dict(train_file=train, val_file=val, test_file=test, image_root=out, vqa_root=out, vg_root=out,
+                answer_list=os.path.join(out, "downstream_json", "answer_list.json"))
+
+
 @pytest.mark.parametrize("name", sorted(DATASETS))
 def test_every_dataset_class_builds_its_splits_and_returns_samples(out, tokenizer, name):
     built = {}
     for split in ("train", "val", "test"):
-        dataset = build_dataset(name, split, _cfg(out, vqa_use_vgqa=True), tokenizer)
+        dataset = build_dataset(name, split, _cfg(out, vqa_use_vgqa=True, **_json_options(out, name)), tokenizer)
         if dataset is None:
             continue
         built[split] = len(dataset)

@@ -134,13 +134,25 @@ def apply_values(config: dict[str, Any], values: dict[str, Any], source: str) ->
             config[key] = checked
 
 
-def resolve_config(argv: Sequence[str]) -> DictConfig:
-    """The run config of ``with NAME... key=value...`` (defaults, presets, then overrides)."""
+def resolve_config(
+    argv: Sequence[str], values: dict[str, Any] | None = None, source: str = "", base: Sequence[str] = ()
+) -> DictConfig:
+    """The run config of ``with NAME... key=value...`` (defaults, presets, then overrides).
+
+    ``base`` presets and then ``values`` (checked like the rest, named ``source`` in errors) apply
+    before ``argv``: how a reference yaml file (``--config``) enters, on top of its system's
+    presets and under the command line's presets and overrides.
+    """
     names, overrides = split_arguments(argv)
+    base_presets = resolve_names(list(base))
     presets = resolve_names(names)  # unknown names fail here, before any value is applied
     for key, _ in overrides:
         check_key(key)
     config = defaults()
+    for preset in base_presets:
+        apply_values(config, expand(preset), f"preset {preset.qualified}")
+    if values:
+        apply_values(config, values, source or "values")
     for preset in presets:
         apply_values(config, expand(preset), f"preset {preset.qualified}")
     for key, raw in overrides:

@@ -120,8 +120,53 @@ class Config:
     vqa_annotations: str = ""
     """Official VQA annotations JSON of the validation questions (``v2_mscoco_val2014_annotations
     .json``), for the official accuracy; empty: that file in ``data_root`` when present."""
+    # cross_attention family (ALBEF / GRIT-VLP) and its pre-training recipe
+    fusion_layer: int = 6
+    """``model=cross_attention``: BERT layers before this read text only, later ones cross-attend."""
+    vision_layers: int = 0
+    """``model=cross_attention``: ViT depth (0: ``num_layers``)."""
+    max_position_embeddings: int = 0
+    """``model=cross_attention``: rows of BERT's position table (0: ``max_text_len``; BERT: 512)."""
+    itc_temperature: float = 0.07
+    """Initial ITC temperature (learnable; ALBEF's ``temp``)."""
+    itc_max_logit_scale: float = 4.6052
+    """Upper clamp of the learnable ITC log-scale: log 100 as CLIP; ALBEF's temp >= 0.001 is log 1000."""
+    itc_in_batch: bool = False
+    """ITC negatives from this rank's batch only, with the other side detached (GRIT); False
+    gathers every rank's embeddings (CLIP)."""
+    itc_consistency_weight: float = 0.0
+    """Weight of GRIT's ITC consistency term (0.2 in GRIT): each direction's distribution is pulled
+    towards the other's (detached)."""
+    itm_negatives: str = "random"
+    """ITM negatives in pre-training: ``random`` (a random other image, half the batch, as VLC),
+    ``hardest`` (most ITC-similar in-batch pair, GRIT) or ``sampled`` (drawn by ITC similarity, ALBEF)."""
+    train_sampler: str = "random"
+    """Training order: ``random`` (seeded shuffle) or ``grit`` (GRIT-VLP grouped mini-batches from
+    the previous epoch's ITC features; needs ``loss_names.itc``)."""
+    grit_queue_size: int = 48000
+    """GRIT: examples collected per rank before they are grouped (L)."""
+    grit_search_space: int = 1920
+    """GRIT: examples searched together when chaining similar pairs (M)."""
     run_name: str = ""
     """Folder name under ``log_dir``; empty gives the reference's ``{exp_name}_seed{seed}_from_{load}``."""
+    # ALBEF / GRIT-VLP json annotation datasets (json_pretrain, json_retrieval, json_vqa, json_nlvr)
+    train_file: Union[list, str] = field(default_factory=list)
+    """Training json files (a path or a list); relative paths are looked up in the current
+    directory, then under ``data_root``; empty: the json datasets have no train split."""
+    val_file: Union[list, str] = field(default_factory=list)
+    """Validation json files, as ``train_file`` (ALBEF's yaml gives one path)."""
+    test_file: Union[list, str] = field(default_factory=list)
+    """Test json files, as ``train_file``."""
+    image_root: str = ""
+    """Folder that relative image paths of the json files are joined to (pretrain: only when set)."""
+    vqa_root: str = ""
+    """Image folder of json VQA entries with ``dataset`` ``vqa``."""
+    vg_root: str = ""
+    """Image folder of json VQA entries with ``dataset`` ``vg``."""
+    answer_list: str = ""
+    """ALBEF's ``answer_list.json`` (candidate answers; a position is a VQA label), for ``json_vqa``."""
+    max_words: int = 30
+    """Words kept by ``pre_caption`` / ``pre_question`` when the json datasets clean texts."""
 
 
 def defaults() -> dict[str, Any]:

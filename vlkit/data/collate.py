@@ -18,7 +18,7 @@ IGNORE_INDEX = -100
 MASK_FRACTION = 0.8
 """Of the selected tokens, this fraction becomes [MASK]; the next ``RANDOM_FRACTION`` a random token."""
 RANDOM_FRACTION = 0.1
-LONG_KEYS = ("img_index", "cap_index", "raw_index", "qid", "answers", "labels")
+LONG_KEYS = ("img_index", "cap_index", "raw_index", "sample_index", "qid", "answers", "labels")
 """Per-sample integers that become (B,) long tensors."""
 
 

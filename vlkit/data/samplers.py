@@ -1,12 +1,15 @@
-"""Distributed samplers that yield sample keys and can resume mid-epoch."""
+"""Distributed samplers that yield sample keys and can resume mid-epoch: a seeded shuffle
+(``random``) and GRIT-VLP's grouped mini-batches (``grit``)."""
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sized
+from typing import Any, Iterator, Sized
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from vlkit.data.grit import GritCollector
 from vlkit.utils import distributed
 from vlkit.utils.seeding import SampleKey, sample_seed
 
@@ -110,3 +113,142 @@ class ResumableDistributedSampler(Sampler[SampleKey]):
                 f"{self.dataset_size}; resume with the same training data or start a new run"
             )
         self.epoch, self._start, self._consumed = state["epoch"], state["position"], 0
+
+
+def _split_chunks(order: np.ndarray, size: int) -> list[np.ndarray]:
+    return [order[start:start + size] for start in range(0, len(order), size)]
+
+
+class GritSampler(ResumableDistributedSampler):
+    """GRIT-VLP grouped mini-batches (``train_sampler=grit``; fact sheet grit_albef.md §3.5).
+
+    Epoch 0 is a seeded shuffle, as ``ResumableDistributedSampler``. While an epoch trains, the
+    trainer hands every batch's ``sample_index`` and ITC embeddings to ``observe``; each rank's
+    ``GritCollector`` groups them into chains of similar pairs. ``set_epoch`` then builds the next
+    epoch's order from every rank's chains (a collective): duplicates dropped, any example never
+    observed appended, cut into ``batch_size`` chunks whose order is shuffled with ``seed +
+    epoch``; rank r takes chunks r, r + W, ..., so every batch is one chunk. Unlike the
+    reference, every example is in every epoch, examples move between ranks, and the per-rank
+    collectors travel in the checkpoint (``state_dict`` gathers them), so a resumed run continues
+    the same order.
+    """
+
+    def __init__(self, dataset: Sized, *, batch_size: int, queue_size: int, search_space: int, **kwargs):
+        super().__init__(dataset, **kwargs)
+        if batch_size < 1:
+            raise ValueError(f"GRIT sampler batch_size={batch_size} must be >= 1 (per_gpu_batchsize)")
+        self.batch_size, self.queue_size, self.search_space = batch_size, queue_size, search_space
+        self.order: np.ndarray | None = None
+        self.collector = self._new_collector()
+
+    def _new_collector(self) -> GritCollector:
+        seed = (self.seed * 1_000_003 + self.epoch) * 4099 + self.rank
+        return GritCollector(self.queue_size, self.search_space, seed)
+
+    def observe(self, batch: dict, outputs: dict) -> None:
+        """Collect a training batch's ``sample_index`` and ``itc_embeddings`` (image, text)."""
+        if "itc_embeddings" not in outputs:
+            raise KeyError(
+                "train_sampler=grit groups examples by their ITC embeddings, but the task returned "
+                "none: set loss_names.itc=1 (pre-training)"
+            )
+        self.collector.add(batch["sample_index"], *outputs["itc_embeddings"])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Move to ``epoch``; when it is the next one, build its order from the collected chains."""
+        if epoch == self.epoch:
+            return
+        self.collector.flush()
+        chains = distributed.all_gather_object(self.collector.grouped)
+        self.order = self._next_order(chains, epoch)
+        super().set_epoch(epoch)
+        self.collector = self._new_collector()
+
+    def _next_order(self, chains: list[np.ndarray], epoch: int) -> np.ndarray:
+        order = np.concatenate(chains) if chains else np.zeros(0, dtype=np.int64)
+        order = order[(order >= 0) & (order < self.dataset_size)]
+        _, first = np.unique(order, return_index=True)
+        order = order[np.sort(first)]
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        missing = np.setdiff1d(np.arange(self.dataset_size, dtype=np.int64), order)
+        missing = missing[torch.randperm(len(missing), generator=generator).numpy()]
+        chunks = _split_chunks(np.concatenate([order, missing]), self.batch_size)
+        full = len(chunks) - (len(chunks[-1]) < self.batch_size)
+        shuffled = [chunks[i] for i in torch.randperm(full, generator=generator).tolist()]
+        return np.concatenate(shuffled + chunks[full:]).astype(np.int64)
+
+    # ----- the grouped epoch: chunk-wise distribution -----------------------------------------
+
+    def _rank_share(self, remaining: np.ndarray) -> np.ndarray:
+        """This rank's chunks r, r + W, ... of ``remaining``, padded (with full chunks from the
+        start) so that every rank gets as many chunks; a partial chunk stays last on its rank."""
+        chunks = _split_chunks(remaining, self.batch_size)
+        full = [chunk for chunk in chunks if len(chunk) == self.batch_size] or chunks
+        padding = (-len(chunks)) % self.num_replicas
+        chunks = chunks + [full[k % len(full)] for k in range(padding)]
+        mine = chunks[self.rank::self.num_replicas]
+        return np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
+
+    @property
+    def epoch_size(self) -> int:
+        if self.order is None:
+            return super().epoch_size
+        chunks = math.ceil(self.dataset_size / self.batch_size)
+        return self.dataset_size + ((-chunks) % self.num_replicas) * self.batch_size
+
+    @property
+    def samples_per_epoch(self) -> int:
+        if self.order is None:
+            return super().samples_per_epoch
+        return len(self._rank_share(self.order))
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        if self.order is None:
+            yield from super().__iter__()
+            return
+        for index in self._rank_share(self.order[self._start:]).tolist():
+            yield index, sample_seed(self.seed, self.epoch, index)
+
+    def __len__(self) -> int:
+        if self.order is None:
+            return super().__len__()
+        return len(self._rank_share(self.order[self._start:]))
+
+    # ----- state ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position, the current order and every rank's collector (a collective)."""
+        collectors = distributed.all_gather_object(self.collector.state_dict())
+        order = None if self.order is None else torch.from_numpy(self.order)
+        return {**super().state_dict(), "order": order, "collectors": collectors}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.order = None if state["order"] is None else state["order"].numpy()
+        self.collector = self._new_collector()
+        collectors = state["collectors"]
+        if len(collectors) == self.num_replicas:
+            self.collector.load_state_dict(collectors[self.rank])
+        else:
+            self.collector.load_state_dict(_merged(collectors[self.rank::self.num_replicas]))
+
+
+def _merged(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collector states of several old ranks as one (resuming on fewer or more processes)."""
+    if not states:
+        return GritCollector(1, 1, 0).state_dict()
+    merged = {key: torch.cat([s[key] for s in states]) for key in ("grouped", "queue_index", "queue_image", "queue_text")}
+    return {"groupings": max(s["groupings"] for s in states), **merged}
+
+
+def build_train_sampler(cfg: Any, dataset: Sized, num_replicas: int, rank: int) -> ResumableDistributedSampler:
+    """The training sampler ``cfg.train_sampler`` names: ``random`` or ``grit``."""
+    common = {"num_replicas": num_replicas, "rank": rank, "seed": cfg.seed, "training": True}
+    if cfg.train_sampler == "random":
+        return ResumableDistributedSampler(dataset, **common)
+    if cfg.train_sampler == "grit":
+        return GritSampler(
+            dataset, batch_size=cfg.per_gpu_batchsize, queue_size=cfg.grit_queue_size,
+            search_space=cfg.grit_search_space, **common,
+        )
+    raise ValueError(f"train_sampler={cfg.train_sampler!r}: choose 'random' or 'grit'")

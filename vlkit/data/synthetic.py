@@ -13,12 +13,17 @@
   format, for the official VQA accuracy;
 * ``tokenizer/``: a BERT-style WordPiece tokenizer whose vocabulary holds every word of every text;
 * ``scenes.json``: each image's scene and the image(s) behind every row of every file;
+* the ALBEF / GRIT-VLP json formats (``vlkit.data.json_ann``), with image paths relative to
+  ``out_dir`` (so ``image_root`` = ``vqa_root`` = ``vg_root`` = ``out_dir``): ``images/*.jpg`` (every
+  scene), ``json_pretrain/pretrain.json`` (COCO train + restval caption lists, SBU single captions),
+  ``downstream_json/coco_{train,val,test}.json``, ``vqa_{train,val,test}.json`` + ``vg_qa.json`` +
+  ``answer_list.json``, and ``nlvr_{train,dev,test}.json``, each from the Arrow file of the same data;
 * ``synth_info.json``: the summary that ``write_synthetic`` returns.
 
 The images are split once into train / val / test pools; training files of every dataset use only
 train images and evaluation files only val or test images, so no evaluation image is seen in any
 training file. Files that would be empty for a small pool reuse its images. The same arguments
-give byte-identical Arrow files; every file is written under a temporary name and then renamed.
+give byte-identical files; every file is written under a temporary name and then renamed.
 """
 from __future__ import annotations
 
@@ -39,6 +44,13 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import BertTokenizerFast
 
 from vlkit.data.datasets.vqa import OFFICIAL_VAL_ANNOTATIONS
+from vlkit.data.json_ann import (
+    nlvr_entries,
+    pretrain_entries,
+    retrieval_eval_entries,
+    retrieval_train_entries,
+    vqa_entry,
+)
 
 from vlkit.data.synthetic_scenes import (
     ANSWERS,
@@ -105,7 +117,7 @@ NLVR2_SCHEMA = pa.schema([
 SNLI_SCHEMA = pa.schema([("image", pa.binary()), ("sentences", pa.list_(_TEXTS)), ("labels", _INTS)])
 
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Bumped whenever the files written change, so a stale synthetic set is regenerated, not reused."""
 
 
@@ -362,6 +374,88 @@ def pair_files(corpus: Corpus) -> list[ArrowFile]:
     return nlvr2 + snli
 
 
+# --- ALBEF / GRIT-VLP json files ---
+
+JSON_IMAGE_DIR = "images"
+ANSWER_LIST = "downstream_json/answer_list.json"
+
+
+def image_file(index: int) -> str:
+    """Path of image ``index`` relative to the synthetic root (its json ``image_root``)."""
+    return f"{JSON_IMAGE_DIR}/{index:06d}.jpg"
+
+
+def _raw_answers(*files: ArrowFile) -> dict[int, list[str]]:
+    """Question id → the annotators' answers, from the official annotations of ``files``."""
+    return {a["question_id"]: [x["answer"] for x in a["answers"]] for file in files for a in file.annotations}
+
+
+def vqa_json(file: ArrowFile, dataset: str, raw_answers: dict[int, list[str]] | None) -> list[dict]:
+    """The questions of a VQA file as json entries; ``raw_answers=None`` writes the test layout
+    (no answers); ``vg`` entries get their single answer as a string."""
+    entries = []
+    for image, questions_of_image, question_ids in zip(file.images, file.columns["questions"], file.columns["question_id"]):
+        for question, question_id in zip(questions_of_image, question_ids):
+            answer = None if raw_answers is None else raw_answers[question_id]
+            if answer is not None and dataset == "vg":
+                answer = answer[0]
+            entries.append(vqa_entry(question_id, question, image_file(image), dataset, answer))
+    return entries
+
+
+def albef_json(files: Sequence[ArrowFile]) -> dict[str, list]:
+    """The json files (path relative to the root → entries), built from the Arrow files."""
+    by_name = {file.name: file for file in files}
+
+    def images(*names: str) -> list[str]:
+        return [image_file(i) for name in names for i in by_name[name].images]
+
+    def column(key: str, *names: str) -> list:
+        return [value for name in names for value in by_name[name].columns[key]]
+
+    coco_train = ("coco_caption_karpathy_train", "coco_caption_karpathy_restval")
+    sbu = tuple(f"sbu_{k}" for k in range(SBU_SHARDS))
+    raw_answers = _raw_answers(by_name["vqav2_train"], by_name["vqav2_val"], by_name["vgqa_train"])
+    out = {
+        "json_pretrain/pretrain.json": pretrain_entries(images(*coco_train), column("caption", *coco_train))
+        + pretrain_entries(images(*sbu), [captions[0] for captions in column("caption", *sbu)]),
+        "downstream_json/coco_train.json": retrieval_train_entries(
+            images(*coco_train), column("caption", *coco_train), column("image_id", *coco_train)
+        ),
+        "downstream_json/vqa_train.json": vqa_json(by_name["vqav2_train"], "vqa", raw_answers),
+        "downstream_json/vqa_val.json": vqa_json(by_name["vqav2_rest_val"], "vqa", raw_answers),
+        "downstream_json/vg_qa.json": vqa_json(by_name["vgqa_train"], "vg", raw_answers),
+        "downstream_json/vqa_test.json": vqa_json(by_name["vqav2_test"], "vqa", None),
+        ANSWER_LIST: list(ANSWERS),
+    }
+    for split in ("val", "test"):
+        name = f"coco_caption_karpathy_{split}"
+        out[f"downstream_json/coco_{split}.json"] = retrieval_eval_entries(images(name), column("caption", name))
+    for split, name in (("train", "nlvr2_train"), ("dev", "nlvr2_dev"), ("test", "nlvr2_test1")):
+        file = by_name[name]
+        out[f"downstream_json/nlvr_{split}.json"] = nlvr_entries(
+            [[image_file(i) for i in pair] for pair in file.images],
+            [texts[0] for texts in file.columns["questions"]],
+            [answers[0] for answers in file.columns["answers"]],
+        )
+    return out
+
+
+def write_albef_json(out_dir: str, corpus: Corpus, files: Sequence[ArrowFile]) -> dict[str, int]:
+    """Write ``images/`` and the json files; returns each json file's entry count by its path
+    relative to ``out_dir`` (the ``root`` of the summary's ``json``: use it as ``data_root``,
+    ``image_root``, ``vqa_root`` and ``vg_root``)."""
+    os.makedirs(os.path.join(out_dir, JSON_IMAGE_DIR), exist_ok=True)
+    for index, data in enumerate(corpus.images):
+        _write_bytes(os.path.join(out_dir, image_file(index)), data)
+    written = {}
+    for path, entries in albef_json(files).items():
+        os.makedirs(os.path.dirname(os.path.join(out_dir, path)), exist_ok=True)
+        _write_json(os.path.join(out_dir, path), entries)
+        written[path] = len(entries)
+    return written
+
+
 # --- tokenizer ---
 
 
@@ -480,7 +574,9 @@ def _vqa_majority(train: ArrowFile, val: ArrowFile) -> tuple[str, float]:
     return majority, float(np.mean([dict(zip(*question)).get(majority, 0.0) for question in _annotated(val)]))
 
 
-def summary(out_dir: str, corpus: Corpus, files: Sequence[ArrowFile], vocab_size: int) -> dict:
+def summary(
+    out_dir: str, corpus: Corpus, files: Sequence[ArrowFile], json_files: dict[str, int], vocab_size: int
+) -> dict:
     """What ``synth_info.json`` holds."""
     by_name = {file.name: file for file in files}
     answer, score = _vqa_majority(by_name["vqav2_train"], by_name["vqav2_rest_val"])
@@ -496,6 +592,11 @@ def summary(out_dir: str, corpus: Corpus, files: Sequence[ArrowFile], vocab_size
         "answer_vocab": os.path.join(out_dir, "vqa_answer_vocab.json"),
         "tokenizer": os.path.join(out_dir, "tokenizer"),
         "vocab_size": vocab_size,
+        "json": {
+            "root": out_dir,
+            "answer_list": os.path.join(out_dir, ANSWER_LIST),
+            "files": json_files,
+        },
         "chance": {
             "vqa_majority_answer": answer,
             "vqa": score,
@@ -541,9 +642,11 @@ def write_synthetic(
     log(f"rendered {num_images} images of {image_size}px")
     files = caption_files(corpus) + vqa_files(corpus) + pair_files(corpus)
     _write_files(out_dir, corpus, files, log)
+    json_files = write_albef_json(out_dir, corpus, files)
+    log(f"wrote {len(corpus.images)} images and {len(json_files)} json files")
     tokenizer = build_tokenizer(corpus_texts(files))
     save_tokenizer(tokenizer, os.path.join(out_dir, "tokenizer"))
     log(f"saved a tokenizer of {len(tokenizer)} tokens")
-    info = summary(out_dir, corpus, files, len(tokenizer))
+    info = summary(out_dir, corpus, files, json_files, len(tokenizer))
     _write_json(os.path.join(out_dir, "synth_info.json"), info)
     return info

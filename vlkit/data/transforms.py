@@ -25,6 +25,8 @@ from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
 PIXELBERT_LONGER_RATIO = 1333 / 800
@@ -113,7 +115,38 @@ def pixelbert_randaug(size: int) -> ImageTransform:
     ])
 
 
+def _albef_train(size: int, min_scale: float) -> ImageTransform:
+    return v2.Compose([
+        v2.RandomResizedCrop(size, scale=(min_scale, 1.0), interpolation=BICUBIC),
+        v2.RandomHorizontalFlip(),
+        v2.RandAugment(num_ops=2, magnitude=7, num_magnitude_bins=11),
+        *_to_normalised_tensor(CLIP_MEAN, CLIP_STD),
+    ])
+
+
+def albef_pretrain(size: int) -> ImageTransform:
+    """ALBEF/GRIT pre-training (grit_albef.md §4.2): RandomResizedCrop(scale 0.2–1, bicubic), flip,
+    RandAugment(2 ops, magnitude 7 of 10; torchvision's op list), CLIP normalisation."""
+    return _albef_train(size, 0.2)
+
+
+def albef_train(size: int) -> ImageTransform:
+    """ALBEF/GRIT fine-tuning: as ``albef_pretrain`` with crop scale 0.5–1."""
+    return _albef_train(size, 0.5)
+
+
+def albef_test(size: int) -> ImageTransform:
+    """ALBEF/GRIT evaluation: bicubic resize to S×S, CLIP normalisation."""
+    return v2.Compose([
+        v2.Resize((size, size), interpolation=BICUBIC),
+        *_to_normalised_tensor(CLIP_MEAN, CLIP_STD),
+    ])
+
+
 TRANSFORMS: dict[str, Callable[[int], ImageTransform]] = {
+    "albef_pretrain": albef_pretrain,
+    "albef_train": albef_train,
+    "albef_test": albef_test,
     "mae": mae,
     "mae_randaug": mae_randaug,
     "mae_test": mae_test,

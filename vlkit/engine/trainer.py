@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from vlkit.data.samplers import ResumableDistributedSampler
+from vlkit.data.samplers import ResumableDistributedSampler, build_train_sampler
 from vlkit.engine.checkpoint import (
     build_checkpoint, load_checkpoint, native_rng_state, portable_rng_state, save_checkpoint,
 )
@@ -188,10 +188,13 @@ class Trainer:
         return dataset
 
     def _loader(self, dataset: Dataset, split: str, training: bool) -> DataLoader:
-        sampler = ResumableDistributedSampler(
-            dataset, num_replicas=self.dist.world_size, rank=self.dist.rank, seed=self.cfg.seed,
-            training=training,
-        )
+        if training:
+            sampler = build_train_sampler(self.cfg, dataset, self.dist.world_size, self.dist.rank)
+        else:
+            sampler = ResumableDistributedSampler(
+                dataset, num_replicas=self.dist.world_size, rank=self.dist.rank, seed=self.cfg.seed,
+                training=False,
+            )
         # A private generator keeps the loader from drawing on the global RNG (exact resume).
         return DataLoader(
             dataset, batch_size=self.cfg.per_gpu_batchsize, sampler=sampler,
@@ -352,6 +355,9 @@ class Trainer:
             loss = outputs["loss"] / self.accumulation
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         self.meter.add({k: v for k, v in outputs.items() if _is_scalar(v)}, samples, data_wait)
+        observe = getattr(self.train_sampler, "observe", None)
+        if observe is not None:  # a sampler that orders batches by what the model computed (GRIT)
+            observe(batch, outputs)
         self._pending_skipped += int(batch.get("num_skipped_images", 0))
 
     def _check_finite(self, outputs: dict, batch: dict) -> None:
@@ -473,6 +479,7 @@ class Trainer:
             self.state.best_checkpoint = str(self.checkpoint_dir / "best.ckpt")
         self._flush_skipped()
         rng_states = distributed.all_gather_object(portable_rng_state(rng_state()))
+        sampler_state = self.train_sampler.state_dict()  # a collective for per-rank sampler state
         if not self.dist.is_main:
             return
         checkpoint = build_checkpoint(
@@ -482,7 +489,7 @@ class Trainer:
             resume_state={
                 **{name: getattr(self.state, name) for name in RESUMED_COUNTERS},
                 "rng_states": rng_states,
-                "sampler": self.train_sampler.state_dict(),
+                "sampler": sampler_state,
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "world_size": self.dist.world_size,
             },

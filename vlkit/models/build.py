@@ -15,6 +15,7 @@ from vlkit.models.checkpoints import (
     load_checkpoint,
     read_checkpoint,
 )
+from vlkit.models.fusion.cross_attention import CrossAttentionModel
 from vlkit.models.fusion.single_stream import SingleStreamModel
 
 __all__ = ["MODEL_FAMILIES", "LoadReport", "build_model", "build_model_with_reports", "load_checkpoint"]
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FAMILIES: dict[str, Callable[[Any], nn.Module]] = {
     "single_stream": SingleStreamModel,
+    "cross_attention": CrossAttentionModel,
 }
 
 

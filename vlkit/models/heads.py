@@ -78,13 +78,14 @@ def classifier(in_features: int, hidden: int, num_classes: int) -> nn.Sequential
 
 class ITCHead(nn.Module):
     """Image-text contrastive projections: ``text_proj`` / ``image_proj`` (Linear to
-    ``itc_embed_dim``, L2-normalised) and a learnable ``logit_scale`` (log 1/0.07, as CLIP)."""
+    ``itc_embed_dim``, L2-normalised) and a learnable ``logit_scale`` (log 1/temperature; 0.07
+    as CLIP and ALBEF)."""
 
-    def __init__(self, width: int, embed_dim: int):
+    def __init__(self, width: int, embed_dim: int, temperature: float = 0.07):
         super().__init__()
         self.text_proj = nn.Linear(width, embed_dim)
         self.image_proj = nn.Linear(width, embed_dim)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / temperature)))
         self.text_proj.apply(bert_init)
         self.image_proj.apply(bert_init)
 
@@ -115,7 +116,7 @@ def init_rank_from_itm(model: nn.Module) -> None:
 HEADS: dict[str, tuple[str, Callable[[Any, int], nn.Module]]] = {
     "mlm": ("mlm_score", lambda cfg, width: MLMHead(width, cfg.vocab_size)),
     "itm": ("itm_score", lambda cfg, width: ITMHead(width)),
-    "itc": ("itc_head", lambda cfg, width: ITCHead(width, cfg.itc_embed_dim)),
+    "itc": ("itc_head", lambda cfg, width: ITCHead(width, cfg.itc_embed_dim, cfg.itc_temperature)),
     "vqa": ("vqa_classifier", lambda cfg, width: classifier(width, 2 * width, cfg.vqav2_label_size)),
     "nlvr2": ("nlvr2_classifier", lambda cfg, width: classifier(2 * width, 2 * width, 2)),
     "snli": ("snli_classifier", lambda cfg, width: classifier(width, 2 * width, 3)),

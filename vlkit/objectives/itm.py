@@ -20,3 +20,38 @@ def itm_loss(logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
     if logits.ndim != 2 or logits.shape[1] != 2:
         raise ValueError(f"ITM logits must be (B, 2); got shape {tuple(logits.shape)}")
     return classification_loss(logits, labels)
+
+
+def in_batch_negatives(
+    similarity: torch.Tensor,
+    exclude: torch.Tensor | None = None,
+    sample: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ITM negatives from a batch's (B, B) image-text similarity (row i: image i, column j: text j).
+
+    Returns ``(image_for_text, text_for_image)``, both (B,) long: for text j the negative image,
+    for image i the negative text. The diagonal is never chosen, nor a pair that ``exclude``
+    (B, B bool) marks, e.g. two captions of one image; a row with every candidate excluded falls
+    back to any other row. ``sample=False`` takes the most similar candidate (GRIT-VLP's hardest
+    negative); ``sample=True`` draws one with probability softmax(similarity) (ALBEF), so pass
+    temperature-scaled logits.
+    """
+    size = similarity.shape[0]
+    if similarity.shape != (size, size) or size < 2:
+        raise ValueError(
+            f"in-batch ITM negatives need a square similarity of a batch of >= 2 pairs; got shape "
+            f"{tuple(similarity.shape)}: raise per_gpu_batchsize or use itm_negatives=random"
+        )
+    diagonal = torch.eye(size, dtype=torch.bool, device=similarity.device)
+    blocked = diagonal if exclude is None else (exclude.bool() | diagonal)
+
+    def pick(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mask = torch.where(mask.all(dim=1, keepdim=True), diagonal, mask)
+        scores = scores.detach().float().masked_fill(mask, float("-inf"))
+        if not sample:
+            return scores.argmax(dim=1)
+        probabilities = scores.softmax(dim=1).cpu()
+        return torch.multinomial(probabilities, 1, generator=generator).squeeze(1).to(similarity.device)
+
+    return pick(similarity.t(), blocked.t()), pick(similarity, blocked)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn

@@ -69,7 +69,7 @@ class IRTRTask(ArrowTask):
         scores = model.rank_output(features["cls_feats"])[:, 0].view(len(ids), len(keys))
         out = {"irtr": classification_loss(scores, torch.zeros(len(ids), dtype=torch.long, device=ids.device))}
         if self.use_itc:
-            out["itc"] = itc_term(model, batch["text_ids"], batch["text_masks"], embeds)
+            out["itc"] = itc_term(model, batch["text_ids"], batch["text_masks"], embeds, self.cfg)
         return out
 
     def training_step(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:

@@ -3,9 +3,12 @@ optionally ITC.
 
 A term runs when its ``loss_names`` value is >= 1. MLM and MAE share one forward pass (masked
 text, patch-dropped image), as VLC; ITM has its own pass on the unmasked text, where half of the
-images are swapped for ``false_image_0``. ITC (a vlkit addition) contrasts text-only and
-image-only passes through the same transformer. The total is ``mlm + mae_weight * mae + itm +
-wpa_weight * wpa + itc``, VLC's sum plus ITC.
+images are swapped for ``false_image_0``. ITC contrasts text-only and image-only passes. The
+total is ``mlm + mae_weight * mae + itm + wpa_weight * wpa + itc``, VLC's sum plus ITC.
+
+The ALBEF / GRIT-VLP recipe (grit_albef.md §2.4, §3.2-3.4) is the same task with
+``itm_negatives=hardest`` (or ``sampled``): ITM negatives come from the batch by ITC similarity,
+3B pairs per batch; ``itc_in_batch`` and ``itc_consistency_weight`` give GRIT's ITC.
 """
 from __future__ import annotations
 
@@ -16,14 +19,15 @@ from torch import nn
 
 from vlkit.eval.metrics import SumMeter
 from vlkit.models.fusion.single_stream import drops_patches
-from vlkit.objectives import LossOutput, itm_labels, itm_loss, mae_loss, mlm_loss, wpa_loss
+from vlkit.objectives import LossOutput, in_batch_negatives, itm_labels, itm_loss, mae_loss, mlm_loss, wpa_loss
 from vlkit.tasks.arrow_task import ArrowTask, logged_terms, term_loss
-from vlkit.tasks.contrastive import itc_term
+from vlkit.tasks.contrastive import ContrastiveOutput, itc_term
 from vlkit.utils import distributed
 from vlkit.utils.seeding import seeded
 from vlkit.utils.tensors import move_to_device
 
 PRETRAIN_TERMS = ("mlm", "itm", "mae", "itc")
+ITM_NEGATIVES = ("random", "hardest", "sampled")
 
 
 def runs(cfg: Any, term: str) -> bool:
@@ -50,8 +54,14 @@ class PretrainTask(ArrowTask):
             )
         if not self.terms:
             raise ValueError("pre-training needs loss_names.mlm, .itm, .mae or .itc >= 1")
-        if "itm" in self.terms and cfg.draw_false_image < 1:
+        if cfg.itm_negatives not in ITM_NEGATIVES:
+            raise ValueError(f"itm_negatives={cfg.itm_negatives!r}: choose one of {list(ITM_NEGATIVES)}")
+        if "itm" in self.terms and cfg.itm_negatives == "random" and cfg.draw_false_image < 1:
             raise ValueError("ITM needs negative images: set draw_false_image=1 (or loss_names.itm=0)")
+        if "itm" in self.terms and cfg.itm_negatives != "random" and "itc" not in self.terms:
+            raise ValueError(
+                f"itm_negatives={cfg.itm_negatives} picks negatives by ITC similarity: set loss_names.itc=1"
+            )
         if "mae" in self.terms:
             if not cfg.use_mae:
                 raise ValueError(
@@ -66,10 +76,12 @@ class PretrainTask(ArrowTask):
 
     # ----- losses -----------------------------------------------------------------------------
 
-    def _mlm_and_mae(self, model: nn.Module, batch: dict) -> dict[str, Any]:
-        """One pass on the MLM-masked text; MLM and MAE outputs of the terms that run."""
+    def _mlm_and_mae(self, model: nn.Module, batch: dict, image_embeds: dict | None) -> dict[str, Any]:
+        """One pass on the MLM-masked text; MLM and MAE outputs of the terms that run. The image
+        comes as ``image_embeds`` when the ITM/ITC passes already embedded it the same way."""
         text_ids = batch["text_ids_mlm"] if "mlm" in self.terms else batch["text_ids"]
-        features = model.infer(text_ids, batch["text_masks"], batch["image"])
+        image = None if image_embeds is not None else batch["image"]
+        features = model.infer(text_ids, batch["text_masks"], image, image_embeds=image_embeds)
         out: dict[str, Any] = {}
         if "mlm" in self.terms:
             out["mlm"] = mlm_loss(model.mlm_score(features["text_feats"]), batch["text_labels_mlm"])
@@ -77,6 +89,15 @@ class PretrainTask(ArrowTask):
             prediction = model.mae_predict(features["image_feats"], features["mae_ids_restore"])
             target = model.patchify(batch["image"]).to(prediction.dtype)
             out["mae"] = mae_loss(prediction, target, features["mae_mask"], self.cfg.norm_pix_loss)
+        return out
+
+    def _itm_outputs(self, model: nn.Module, features: dict, labels: torch.Tensor) -> dict[str, Any]:
+        out: dict[str, Any] = {"itm": itm_loss(model.itm_score(features["cls_feats"]), labels)}
+        if self.cfg.wpa_weight > 0:
+            out["itm_wpa"] = wpa_loss(
+                features["text_feats"], features["image_feats"], features["text_masks"],
+                features["image_masks"], labels,
+            )
         return out
 
     def _itm(self, model: nn.Module, batch: dict) -> dict[str, Any]:
@@ -87,24 +108,52 @@ class PretrainTask(ArrowTask):
         matched = labels.view(-1, 1, 1, 1).bool()
         pairs = torch.where(matched, images, batch["false_image_0"])
         features = model.infer(batch["text_ids"], batch["text_masks"], pairs, mask_image=self.cfg.itm_patch_drop)
-        out: dict[str, Any] = {"itm": itm_loss(model.itm_score(features["cls_feats"]), labels)}
-        if self.cfg.wpa_weight > 0:
-            out["itm_wpa"] = wpa_loss(
-                features["text_feats"], features["image_feats"], features["text_masks"],
-                features["image_masks"], labels,
-            )
-        return out
+        return self._itm_outputs(model, features, labels)
+
+    def _itm_in_batch(self, model: nn.Module, batch: dict, image_embeds: dict,
+                      itc: ContrastiveOutput) -> dict[str, Any]:
+        """ALBEF/GRIT ITM: B matched pairs, then for every text its negative image and for every
+        image its negative text, chosen in the batch by ITC similarity (``itm_negatives``:
+        ``hardest`` or ``sampled``); labels B ones then 2B zeros. Captions of one image are never
+        each other's negatives."""
+        same_image = batch["img_index"][:, None] == batch["img_index"][None, :]
+        scale = model.itc_head.logit_scale.detach().clamp(max=self.cfg.itc_max_logit_scale).exp()
+        image_for_text, text_for_image = in_batch_negatives(
+            scale * itc.similarity(), same_image, sample=self.cfg.itm_negatives == "sampled"
+        )
+        ids, masks = batch["text_ids"], batch["text_masks"]
+        pair_ids = torch.cat([ids, ids, ids[text_for_image]])
+        pair_masks = torch.cat([masks, masks, masks[text_for_image]])
+        image_rows = torch.cat([torch.arange(len(ids), device=ids.device), image_for_text,
+                                torch.arange(len(ids), device=ids.device)])
+        pair_images = {key: value[image_rows] for key, value in image_embeds.items()}
+        features = model.infer(pair_ids, pair_masks, image_embeds=pair_images)
+        labels = torch.cat([torch.ones_like(ids[:, 0]), torch.zeros_like(image_rows[len(ids):])])
+        return self._itm_outputs(model, features, labels)
+
+    def _shares_image_pass(self) -> bool:
+        """Whether the MLM pass sees the image as ITM/ITC do (no patches dropped in either)."""
+        return not drops_patches(self.cfg) and not self.cfg.itm_patch_drop
 
     def compute(self, model: nn.Module, batch: dict) -> dict[str, Any]:
-        """Raw outputs of every running term: ``LossOutput`` for mlm/itm/itc, tensors for mae/itm_wpa."""
+        """Raw outputs of every running term: ``LossOutput`` for mlm/itm/itc, tensors for mae/itm_wpa.
+
+        The image is embedded once for ITC and in-batch ITM (and for MLM when no patches are
+        dropped), so a family whose ``embed_image`` runs the whole vision tower runs it once.
+        """
+        in_batch_itm = "itm" in self.terms and self.cfg.itm_negatives != "random"
+        image_embeds = None
+        if "itc" in self.terms or in_batch_itm:
+            image_embeds = model.embed_image(batch["image"], mask_image=self.cfg.itm_patch_drop)
         out: dict[str, Any] = {}
         if "mlm" in self.terms or "mae" in self.terms:
-            out.update(self._mlm_and_mae(model, batch))
-        if "itm" in self.terms:
-            out.update(self._itm(model, batch))
+            out.update(self._mlm_and_mae(model, batch, image_embeds if self._shares_image_pass() else None))
         if "itc" in self.terms:
-            embeds = model.embed_image(batch["image"], mask_image=self.cfg.itm_patch_drop)
-            out["itc"] = itc_term(model, batch["text_ids"], batch["text_masks"], embeds)
+            out["itc"] = itc_term(model, batch["text_ids"], batch["text_masks"], image_embeds, self.cfg)
+        if in_batch_itm:
+            out.update(self._itm_in_batch(model, batch, image_embeds, out["itc"]))
+        elif "itm" in self.terms:
+            out.update(self._itm(model, batch))
         return out
 
     def total_loss(self, out: dict[str, Any]) -> torch.Tensor:
@@ -112,9 +161,14 @@ class PretrainTask(ArrowTask):
         weights = {"mlm": 1.0, "itm": 1.0, "itc": 1.0, "mae": self.cfg.mae_weight, "itm_wpa": self.cfg.wpa_weight}
         return sum(weights[name] * term_loss(value) for name, value in out.items())
 
-    def training_step(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+    def training_step(self, model: nn.Module, batch: dict) -> dict[str, Any]:
+        """Losses, and under ``itc_embeddings`` the detached ITC unit embeddings (image, text) that
+        the GRIT sampler collects."""
         out = self.compute(model, batch)
-        return {"loss": self.total_loss(out), **logged_terms(out)}
+        step = {"loss": self.total_loss(out), **logged_terms(out)}
+        if "itc" in out:
+            step["itc_embeddings"] = (out["itc"].image_embeds.detach(), out["itc"].text_embeds.detach())
+        return step
 
     # ----- evaluation -------------------------------------------------------------------------
 
@@ -149,7 +203,7 @@ class PretrainTask(ArrowTask):
                         labels[labels >= 0], minlength=self.cfg.vocab_size
                     ).to(token_counts)
                 if "itm" in self.terms:
-                    meter.add("itm_positives", size // 2)
+                    meter.add("itm_positives", size if self.cfg.itm_negatives != "random" else size // 2)
         token_counts = distributed.all_reduce_sum(token_counts)
         return self._metrics(meter.reduce(), token_counts)
 
@@ -167,7 +221,7 @@ class PretrainTask(ArrowTask):
         if "mlm" in self.terms:
             metrics["mlm_chance"] = (token_counts.max() / token_counts.sum().clamp(min=1)).item()
         if "itm" in self.terms:
-            positives = sums["itm_positives"] / samples
+            positives = sums["itm_positives"] / max(sums["itm_total"], 1)
             metrics["itm_chance"] = max(positives, 1 - positives)
         if "itc" in self.terms:  # a random guess among the batch's texts
             metrics["itc_chance"] = sums["batches"] / samples

@@ -14,6 +14,12 @@ from vlkit.data.datasets.captions import (
     SbuCaptionDataset,
     VisualGenomeCaptionDataset,
 )
+from vlkit.data.datasets.json_datasets import (
+    JsonNlvrDataset,
+    JsonPretrainDataset,
+    JsonRetrievalDataset,
+    JsonVqaDataset,
+)
 from vlkit.data.datasets.nlvr2 import Nlvr2Dataset
 from vlkit.data.datasets.snli import SnliVeDataset
 from vlkit.data.datasets.vqa import VQAv2Dataset
@@ -29,6 +35,10 @@ DATASETS: dict[str, type[ArrowDataset]] = {
         VQAv2Dataset,
         Nlvr2Dataset,
         SnliVeDataset,
+        JsonPretrainDataset,
+        JsonRetrievalDataset,
+        JsonVqaDataset,
+        JsonNlvrDataset,
     )
 }
 

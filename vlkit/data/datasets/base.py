@@ -103,8 +103,7 @@ class ArrowDataset(Dataset):
     ):
         self.split = split
         self.label = f"dataset {self.name!r} split {split!r}"
-        self.tables = ArrowTables(data_root, self.table_names(split), what=self.label)
-        self.tables.require_columns([self.text_column, *self.image_columns, *self.task_columns])
+        self.tables = self.open_tables(split, data_root)
         if not transform_keys:
             raise ValueError(f"{self.label}: transform_keys is empty; give at least one, e.g. ['mae']")
         transforms = [build_transform(key, image_size) for key in transform_keys]
@@ -115,20 +114,32 @@ class ArrowDataset(Dataset):
         self.draw_false_text = draw_false_text
         self.image_only = image_only
         self._reported_broken: set[str] = set()
+        self._build_index()
+        self._check_negatives_possible()
 
+    def open_tables(self, split: str, data_root: str) -> ArrowTables:
+        """The split's tables (Arrow files under ``data_root``), with the columns checked."""
+        tables = ArrowTables(data_root, self.table_names(split), what=self.label)
+        tables.require_columns([self.text_column, *self.image_columns, *self.task_columns])
+        return tables
+
+    def texts_per_row(self) -> np.ndarray:
+        """How many texts each row holds (distinct ones when ``dedupe_texts``)."""
         if self.dedupe_texts:
-            texts_per_row = self.tables.distinct_list_lengths(self.text_column)
-        else:
-            texts_per_row = self.tables.list_lengths(self.text_column)
+            return self.tables.distinct_list_lengths(self.text_column)
+        return self.tables.list_lengths(self.text_column)
+
+    def _build_index(self) -> None:
+        """Row and slot of every text, and of every sample (one per text, or per row when ``image_only``)."""
+        texts_per_row = self.texts_per_row()
         self.row_text_starts = np.concatenate([[0], np.cumsum(texts_per_row)]).astype(np.int64)
         self.text_rows = np.repeat(np.arange(len(texts_per_row), dtype=np.int64), texts_per_row)
         self.text_slots = (np.arange(len(self.text_rows), dtype=np.int64) - self.row_text_starts[self.text_rows]).astype(np.int32)
-        if image_only:
+        if self.image_only:
             self.sample_rows = np.arange(self.tables.num_rows, dtype=np.int64)
             self.sample_slots = np.full(self.tables.num_rows, -1, dtype=np.int32)
         else:
             self.sample_rows, self.sample_slots = self.text_rows, self.text_slots
-        self._check_negatives_possible()
 
     @classmethod
     def from_config(

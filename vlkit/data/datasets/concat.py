@@ -12,7 +12,8 @@ from vlkit.utils.seeding import SampleKey, split_key
 
 class ConcatSamples(Dataset):
     """``datasets`` one after another, like ``torch.utils.data.ConcatDataset``, but an index may
-    be a ``SampleKey``, whose seed is passed on to the dataset that holds the sample."""
+    be a ``SampleKey``, whose seed is passed on to the dataset that holds the sample. A dict
+    sample gets ``sample_index``, its index in the concatenation (what samplers index)."""
 
     def __init__(self, datasets: Sequence[Dataset]):
         if not datasets:
@@ -29,4 +30,7 @@ class ConcatSamples(Dataset):
             raise IndexError(f"index {index} is outside [0, {len(self)})")
         position = bisect.bisect_right(self.starts, index) - 1
         local = index - self.starts[position]
-        return self.datasets[position][local if seed is None else (local, seed)]
+        sample = self.datasets[position][local if seed is None else (local, seed)]
+        if isinstance(sample, dict):
+            sample["sample_index"] = index
+        return sample

@@ -1,7 +1,7 @@
 """Checkpoint loading: read a file, detect its format, convert its keys, fit shapes, load.
 
-Formats (one module each, tried in this order by ``format="auto"``): ``lightning`` (VLC, ViLT,
-vlkit, ALBEF-style ``{"model": prefixed keys}``), ``mae`` (``{"model": unprefixed ViT keys}``) and
+Formats (one module each, tried in this order by ``format="auto"``): ``albef`` (ALBEF and
+GRIT-VLP ``{"model": ...}``), ``lightning`` (VLC, ViLT, vlkit), ``mae`` (also DeiT) (``{"model": unprefixed ViT keys}``) and
 ``timm`` (plain ViT state dict). A module offers ``matches(checkpoint)`` and ``convert(checkpoint)
 -> (state dict in model key names, scope)``; ``scope`` is the key prefix the format fills
 (``""`` = whole model), and only keys under it count as missing.
@@ -23,13 +23,16 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from vlkit.models.checkpoints import lightning, mae, timm_vit
+from vlkit.models.checkpoints import albef, lightning, mae, timm_vit
 from vlkit.models.pos_embed import grid_side, resample_pos_embed
 
 log = logging.getLogger(__name__)
 
-FORMATS = {"lightning": lightning, "mae": mae, "timm": timm_vit}
+FORMATS = {"albef": albef, "lightning": lightning, "mae": mae, "timm": timm_vit}
 VISION_TOWER_FORMATS = ("mae", "timm")
+VISION_SCOPE = "transformer."
+"""Where vision-tower formats put their keys; a model whose tower lives elsewhere names it in
+``vision_tower_prefix``."""
 TOKEN_TYPES_KEY = "token_type_embeddings.weight"
 # keys whose last dimension is the model width (hidden_size) whatever the other sizes
 HIDDEN_LAST_KEYS = ("text_embeddings.", "token_type_embeddings.", "transformer.cls_token",
@@ -195,6 +198,15 @@ def _fit_shapes(
     return fitted
 
 
+def _into_vision_tower(model: nn.Module, state: dict, scope: str) -> tuple[dict, str]:
+    """Vision-tower formats fill ``transformer.``; move them to the model's ``vision_tower_prefix``
+    (``visual_encoder.`` in the cross-attention family)."""
+    target = getattr(model, "vision_tower_prefix", VISION_SCOPE)
+    if scope != VISION_SCOPE or target == VISION_SCOPE:
+        return state, scope
+    return {target + key[len(VISION_SCOPE):]: value for key, value in state.items()}, target
+
+
 def apply_checkpoint(
     model: nn.Module, checkpoint: Mapping[str, Any], format: str, path: str = "", strict: bool = False
 ) -> LoadReport:
@@ -204,6 +216,7 @@ def apply_checkpoint(
     if not FORMATS[format].matches(checkpoint):
         raise ValueError(f"checkpoint {path!r} is not in the {format!r} layout; try format='auto'")
     state, scope = FORMATS[format].convert(checkpoint)
+    state, scope = _into_vision_tower(model, state, scope)
     report = LoadReport(format=format, path=path)
     hparams = checkpoint.get("hyper_parameters", {})
     hparams = hparams.get("config") if isinstance(hparams, Mapping) else None

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import torch
 
-MODEL_PREFIXES = ("transformer.", "text_embeddings.")
+MODEL_PREFIXES = ("transformer.", "text_embeddings.", "visual_encoder.", "text_encoder.")
 METRIC_PREFIXES = ("train_", "val_", "dev_", "test_")
 STALE_BUFFERS = frozenset({"text_embeddings.position_ids", "text_embeddings.token_type_ids"})
 
