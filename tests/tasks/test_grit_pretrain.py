@@ -66,3 +66,17 @@ def test_second_epoch_trains_on_grouped_batches_and_resumes_exactly(data_words, 
     expected = train_losses(whole)
     # equal up to BLAS summation order (MKL's results vary in the last bits between processes)
     assert train_losses(resumed) == pytest.approx({step: expected[step] for step in (17, 18)}, rel=1e-5)
+
+
+def test_a_last_batch_of_one_trains_without_itm_instead_of_failing(data_words):
+    from vlkit.config import resolve_config
+
+    cfg = resolve_config(["grit_pretrain", "tiny", *GRIT_TINY, *data_words])
+    task = PretrainTask(cfg)
+    model = task.build_model()
+    dataset = task.build_dataset("train")
+    batch = task.collate_fn("train")([dataset[(0, 0)]])
+    step = task.training_step(model, batch)
+    assert "itm_loss" not in step and torch.isfinite(step["loss"])
+    metrics = task.evaluate(model, [batch, task.collate_fn("val")([dataset[(1, 0)], dataset[(2, 0)]])])
+    assert metrics["itm_chance"] == pytest.approx(2 / 3)  # the pair batch: 2 positives of 6 rows

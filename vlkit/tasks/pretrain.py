@@ -141,7 +141,9 @@ class PretrainTask(ArrowTask):
         The image is embedded once for ITC and in-batch ITM (and for MLM when no patches are
         dropped), so a family whose ``embed_image`` runs the whole vision tower runs it once.
         """
-        in_batch_itm = "itm" in self.terms and self.cfg.itm_negatives != "random"
+        random_itm = "itm" in self.terms and self.cfg.itm_negatives == "random"
+        # in-batch negatives need a second pair: a last batch of one trains no ITM
+        in_batch_itm = "itm" in self.terms and not random_itm and batch["image"].shape[0] > 1
         image_embeds = None
         if "itc" in self.terms or in_batch_itm:
             image_embeds = model.embed_image(batch["image"], mask_image=self.cfg.itm_patch_drop)
@@ -152,7 +154,7 @@ class PretrainTask(ArrowTask):
             out["itc"] = itc_term(model, batch["text_ids"], batch["text_masks"], image_embeds, self.cfg)
         if in_batch_itm:
             out.update(self._itm_in_batch(model, batch, image_embeds, out["itc"]))
-        elif "itm" in self.terms:
+        elif random_itm:
             out.update(self._itm(model, batch))
         return out
 
@@ -192,7 +194,8 @@ class PretrainTask(ArrowTask):
                 meter.add("samples", size)
                 meter.add("batches", 1)
                 meter.add("num_skipped_images", batch.get("num_skipped_images", 0))
-                for name, value in self.compute(model, batch).items():
+                out = self.compute(model, batch)
+                for name, value in out.items():
                     meter.add(f"{name}_loss", term_loss(value).detach() * size)
                     if isinstance(value, LossOutput):
                         meter.add(f"{name}_correct", value.correct)
@@ -202,8 +205,11 @@ class PretrainTask(ArrowTask):
                     token_counts += torch.bincount(
                         labels[labels >= 0], minlength=self.cfg.vocab_size
                     ).to(token_counts)
-                if "itm" in self.terms:
+                if "itm" in out:
                     meter.add("itm_positives", size if self.cfg.itm_negatives != "random" else size // 2)
+                elif "itm" in self.terms:  # a batch of one without ITM: every rank keeps the same keys
+                    for key in ("itm_loss", "itm_correct", "itm_total", "itm_positives"):
+                        meter.add(key, 0)
         token_counts = distributed.all_reduce_sum(token_counts)
         return self._metrics(meter.reduce(), token_counts)
 
@@ -220,7 +226,7 @@ class PretrainTask(ArrowTask):
                 the_metric += metrics[f"{term}_accuracy"]
         if "mlm" in self.terms:
             metrics["mlm_chance"] = (token_counts.max() / token_counts.sum().clamp(min=1)).item()
-        if "itm" in self.terms:
+        if "itm_total" in sums:
             positives = sums["itm_positives"] / max(sums["itm_total"], 1)
             metrics["itm_chance"] = max(positives, 1 - positives)
         if "itc" in self.terms:  # a random guess among the batch's texts
