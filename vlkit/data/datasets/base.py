@@ -223,7 +223,8 @@ class ArrowDataset(Dataset):
     def build_sample(self, index: int, broken: BrokenImageCounter) -> dict[str, Any]:
         """The sample at ``index``; raises ``BrokenImageError`` if one of its own images is broken
         (broken negative images are replaced here and recorded in ``broken``)."""
-        row, slot = int(self.sample_rows[index]), int(self.sample_slots[index])
+        row = int(self.sample_rows[index])
+        slot = self.sample_slot(index, row)
         sample: dict[str, Any] = {column: self.load_image(column, row) for column in self.image_columns}
         sample.update(img_index=row, cap_index=slot, raw_index=index)
         if not self.image_only:
@@ -234,6 +235,10 @@ class ArrowDataset(Dataset):
             sample.update(self._text_fields(f"false_text_{k}", self._negative_text(row)))
         sample.update(self.task_fields(row, slot))
         return sample
+
+    def sample_slot(self, index: int, row: int) -> int:
+        """The text slot of sample ``index`` (-1 with ``image_only``)."""
+        return int(self.sample_slots[index])
 
     def task_fields(self, row: int, slot: int) -> dict[str, Any]:
         """Task targets of text ``slot`` of ``row`` (none for caption datasets)."""

@@ -24,7 +24,6 @@ from PIL import Image
 from vlkit.data.datasets.base import (
     SPLITS,
     ArrowDataset,
-    BrokenImageCounter,
     BrokenImageError,
     SplitUnavailableError,
 )
@@ -188,19 +187,11 @@ class JsonPretrainDataset(JsonDataset):
         self.sample_rows = np.arange(self.tables.num_rows, dtype=np.int64)
         self.sample_slots = np.full(self.tables.num_rows, -1, dtype=np.int32)
 
-    def build_sample(self, index: int, broken: BrokenImageCounter) -> dict[str, Any]:
-        """``ArrowDataset.build_sample`` with the caption drawn among the entry's captions."""
-        row = int(self.sample_rows[index])
-        sample: dict[str, Any] = {"image": self.load_image("image", row)}
-        slot = -1 if self.image_only else self._draw(int(np.diff(self.row_text_starts[row:row + 2])[0]))
-        sample.update(img_index=row, cap_index=slot, raw_index=index)
-        if not self.image_only:
-            sample.update(self._text_fields("text", self.row_texts(row)[slot]))
-        for k in range(self.draw_false_image):
-            sample[f"false_image_{k}"] = self._negative_image(row, broken)
-        for k in range(self.draw_false_text):
-            sample.update(self._text_fields(f"false_text_{k}", self._negative_text(row)))
-        return sample
+    def sample_slot(self, index: int, row: int) -> int:
+        """A caption drawn among the entry's captions (with the sample's seed); -1 with ``image_only``."""
+        if self.image_only:
+            return -1
+        return self._draw(int(np.diff(self.row_text_starts[row:row + 2])[0]))
 
 
 class JsonRetrievalDataset(JsonDataset):
