@@ -131,6 +131,10 @@ class PretrainTask(ArrowTask):
         labels = torch.cat([torch.ones_like(ids[:, 0]), torch.zeros_like(image_rows[len(ids):])])
         return self._itm_outputs(model, features, labels)
 
+    def _embed_image(self, model: nn.Module, batch: dict) -> dict:
+        """The image as ITC and in-batch ITM see it (patches dropped as ``itm_patch_drop`` says)."""
+        return model.embed_image(batch["image"], mask_image=self.cfg.itm_patch_drop)
+
     def _shares_image_pass(self) -> bool:
         """Whether the MLM pass sees the image as ITM/ITC do (no patches dropped in either)."""
         return not drops_patches(self.cfg) and not self.cfg.itm_patch_drop
@@ -139,23 +143,27 @@ class PretrainTask(ArrowTask):
         """Raw outputs of every running term: ``LossOutput`` for mlm/itm/itc, tensors for mae/itm_wpa.
 
         The image is embedded once for ITC and in-batch ITM (and for MLM when no patches are
-        dropped), so a family whose ``embed_image`` runs the whole vision tower runs it once.
+        dropped), so a family whose ``embed_image`` runs the whole vision tower runs it once. The
+        terms run in VLC's order (MLM/MAE, random ITM, then ITC), so VLC runs draw the same
+        random numbers as before ITC and in-batch ITM existed.
         """
         random_itm = "itm" in self.terms and self.cfg.itm_negatives == "random"
         # in-batch negatives need a second pair: a last batch of one trains no ITM
         in_batch_itm = "itm" in self.terms and not random_itm and batch["image"].shape[0] > 1
-        image_embeds = None
-        if "itc" in self.terms or in_batch_itm:
-            image_embeds = model.embed_image(batch["image"], mask_image=self.cfg.itm_patch_drop)
+        needs_embeds = "itc" in self.terms or in_batch_itm
+        shared = needs_embeds and self._shares_image_pass()
+        image_embeds = self._embed_image(model, batch) if shared else None
         out: dict[str, Any] = {}
         if "mlm" in self.terms or "mae" in self.terms:
-            out.update(self._mlm_and_mae(model, batch, image_embeds if self._shares_image_pass() else None))
+            out.update(self._mlm_and_mae(model, batch, image_embeds))
+        if random_itm:
+            out.update(self._itm(model, batch))
+        if needs_embeds and image_embeds is None:
+            image_embeds = self._embed_image(model, batch)
         if "itc" in self.terms:
             out["itc"] = itc_term(model, batch["text_ids"], batch["text_masks"], image_embeds, self.cfg)
         if in_batch_itm:
             out.update(self._itm_in_batch(model, batch, image_embeds, out["itc"]))
-        elif random_itm:
-            out.update(self._itm(model, batch))
         return out
 
     def total_loss(self, out: dict[str, Any]) -> torch.Tensor:
