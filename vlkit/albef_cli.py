@@ -1,5 +1,6 @@
-"""The ALBEF / GRIT-VLP command lines (fact sheet grit_albef.md §1): ``Pretrain.py`` and
-``Retrieval.py`` with ``--config``, ``--output_dir``, ``--checkpoint``, ``--evaluate``, ...
+"""The ALBEF / GRIT-VLP command lines (fact sheet grit_albef.md §1): ``Pretrain.py``,
+``Retrieval.py``, ``Pretrain_nlvr.py``, ``NLVR.py`` and ``VQA.py`` with ``--config``, ``--output_dir``,
+``--checkpoint``, ``--evaluate``, ...
 
 A reference yaml file is translated key by key into vlkit's typed config on top of the
 ``grit.*`` presets (``GRIT_KEYS``), so ``--config`` and ``vlkit run with ...`` run the same code;
@@ -31,13 +32,9 @@ IGNORED_KEYS = {
     "decay_rate": "timm step decay, unused by the cosine schedule",
     "cooldown_epochs": "0 in every reference config",
     "warmup_lr": "vlkit warms up linearly from 0",
-    "min_lr": "vlkit's cosine decays to 0",
     "sched": "cosine in every reference config",
     "batch_size_test": "evaluation uses per_gpu_batchsize",
-    "warm_up": "alpha warm-up of distillation, which GRIT switches off",
     "eval_ema": "never read by the reference",
-    "momentum": "EMA rate of the momentum encoder, which vlkit does not have (see queue_size)",
-    "use_momentum": "see queue_size",
 }
 
 
@@ -73,11 +70,21 @@ def _files(value: Any) -> list:
 
 
 def _schedule(value: dict, yaml_values: dict) -> dict[str, Any]:
-    out = {"learning_rate": float(value["lr"]),
+    out = {"learning_rate": float(value["lr"]), "end_lr": float(value.get("min_lr", 0.0)),
            "warmup_steps": int(value["warmup_epochs"]) * WARMUP_ITERATIONS_PER_EPOCH}
-    if "train_epochs" not in yaml_values:  # GRIT runs train_epochs of a longer cosine (§3.7)
+    if "train_epochs" in yaml_values:  # GRIT runs train_epochs of a longer cosine (§3.7)
+        out["lr_schedule_epochs"] = int(value["epochs"])
+    else:
         out["max_epoch"] = int(value["epochs"])
     return out
+
+
+def _answer_eos(value: Any) -> dict:
+    """ALBEF appends ``eos`` to every VQA answer; vlkit's tokenizer ends every answer with its [SEP]."""
+    if value != "[SEP]":
+        raise ConfigError(f"eos={value!r}: vlkit's answers end with the tokenizer's [SEP]; only eos: '[SEP]' "
+                          "(the reference configs' value) is supported")
+    return {}
 
 
 def _optimizer(value: dict, yaml_values: dict) -> dict[str, Any]:
@@ -86,24 +93,27 @@ def _optimizer(value: dict, yaml_values: dict) -> dict[str, Any]:
     return {"optim_type": "adamw", "weight_decay": float(value["weight_decay"])}
 
 
-def _distillation(key: str) -> Callable[[Any, dict], dict]:
-    """ALBEF's distillation (``alpha`` > 0, ``distill``) is refused; GRIT sets it off."""
-    def check(value: Any, yaml_values: dict) -> dict:
-        if value:
-            raise ConfigError(
-                f"{key}={value!r}: ALBEF's momentum distillation is not in vlkit yet (GRIT-VLP trains "
-                "without it: alpha 0, distill False); use GRIT's configs (configs/*.yaml) or set it off"
-            )
-        return {}
-    return check
+def _uses_momentum(yaml_values: dict) -> bool:
+    """ALBEF's configs with ``momentum`` keep a momentum model, unless ``use_momentum`` is False (GRIT)."""
+    return "momentum" in yaml_values and bool(yaml_values.get("use_momentum", True))
 
 
-def _momentum_queue(value: Any, yaml_values: dict) -> dict:
-    """GRIT's retrieval configs keep a momentum encoder only to fill a feature queue (§3.8)."""
-    if "search_space" not in yaml_values:
-        log.warning("queue_size=%s: vlkit has no momentum feature queue; ITC takes its negatives from "
-                    "the batches of all ranks", value)
-    return {}
+def _queue_size(value: Any, yaml_values: dict) -> dict:
+    """GRIT pre-training's collection queue (with ``search_space``), else ALBEF's ITC queue."""
+    if "search_space" in yaml_values:
+        return {"grit_queue_size": int(value)}
+    return {"itc_queue_size": int(value) if _uses_momentum(yaml_values) else 0}
+
+
+def _alpha(value: Any, yaml_values: dict) -> dict:
+    """ALBEF's distillation weight; 0 when ``distill`` is False (GRIT)."""
+    alpha = float(value) if yaml_values.get("distill", True) else 0.0
+    if alpha > 0 and not _uses_momentum(yaml_values):
+        raise ConfigError(
+            f"alpha={value} with distill: ALBEF's distillation in fine-tuning without a momentum model "
+            "(NLVR, VQA, VE) is not in vlkit; set distill: False (GRIT's configs do)"
+        )
+    return {"distill_alpha": alpha}
 
 
 GRIT_KEYS: dict[str, Callable[[Any, dict], dict]] = {
@@ -117,14 +127,21 @@ GRIT_KEYS: dict[str, Callable[[Any, dict], dict]] = {
     "batch_size_train": lambda v, y: {"per_gpu_batchsize": int(v)},
     "temp": lambda v, y: {"itc_temperature": float(v)},
     "mlm_probability": lambda v, y: {"mlm_prob": float(v)},
-    "queue_size": lambda v, y: {"grit_queue_size": int(v)} if "search_space" in y else _momentum_queue(v, y),
+    "queue_size": _queue_size,
+    "momentum": lambda v, y: {"momentum": float(v) if _uses_momentum(y) else 0.0},
+    "use_momentum": lambda v, y: {} if v else {"momentum": 0.0, "itc_queue_size": 0},
+    "alpha": _alpha,
+    "distill": lambda v, y: {} if v else {"distill_alpha": 0.0},
+    "warm_up": lambda v, y: {"distill_warmup": bool(v)},
     "search_space": lambda v, y: {"grit_search_space": int(v), "train_sampler": "grit"},
     "train_epochs": lambda v, y: {"max_epoch": int(v)},
     "k_test": lambda v, y: {"k_test": int(v)},
+    "answer_list": lambda v, y: {"answer_list": v},
+    "vqa_root": lambda v, y: {"vqa_root": v},
+    "vg_root": lambda v, y: {"vg_root": v},
+    "eos": lambda v, y: _answer_eos(v),
     "optimizer": _optimizer,
     "schedular": _schedule,
-    "alpha": _distillation("alpha"),
-    "distill": _distillation("distill"),
 }
 
 
@@ -198,23 +215,90 @@ def pretrain(argv: Sequence[str]) -> int:
 
 
 def retrieval(argv: Sequence[str]) -> int:
-    """``Retrieval.py``: retrieval fine-tuning (ITC + rank head from ITM) and ALBEF's evaluation
-    (ITC top ``k_test``, re-ranked by the cross-encoder); ``--evaluate`` tests only."""
+    """``Retrieval.py``: ALBEF's retrieval fine-tuning (ITC with same-image positives and the
+    momentum queue, ITM with sampled negatives) and evaluation (ITC top ``k_test`` re-ranked by
+    the ITM logit); ``--evaluate`` tests only."""
     parser = _parser("Retrieval.py", "./configs/Retrieval_flickr.yaml", "output/Retrieval_flickr", seed=0)
     parser.add_argument("--evaluate", action="store_true")
     parser.add_argument("--copy_init", type=parse_bool, default=False,
-                        help="no momentum encoder in vlkit: nothing to copy")
+                        help="accepted for compatibility: vlkit always starts the momentum model from the "
+                             "loaded weights (GRIT's started from random ones without this flag)")
     args = parser.parse_args(argv)
     values = {**_common_values(args, "Retrieval"), "datasets": ["json_retrieval"],
               "test_only": args.evaluate, "load_path": args.checkpoint}
     return _run("grit_retrieval", args.overrides, values, args.config)
 
 
+def _paired_encoder(values: dict[str, Any]) -> dict[str, Any]:
+    """ALBEF's NLVR2 encoder from ``config_bert.json``'s shape: each fusion layer becomes a pair
+    (12 layers, fusion from 6 → 18), the ViT keeps BERT's depth (12)."""
+    if "num_layers" not in values:  # no bert_config: the preset's 18 / 12 stand
+        return {}
+    layers, fusion = values["num_layers"], values["fusion_layer"]
+    return {"pair_fusion": True, "vision_layers": layers, "num_layers": fusion + 2 * (layers - fusion)}
+
+
+def nlvr_pretrain(argv: Sequence[str]) -> int:
+    """``Pretrain_nlvr.py``: ALBEF's text-assignment pre-training of the paired NLVR2 encoder on the
+    pre-training json files; a 12-layer ``--checkpoint`` fills both layers of each fusion pair."""
+    parser = _parser("Pretrain_nlvr.py", "./configs/NLVR_pretrain.yaml", "output/NLVR_pretrain", seed=0)
+    args = parser.parse_args(argv)
+    values = {**_common_values(args, "NLVR_pretrain"), "datasets": ["json_pretrain"], "load_path": args.checkpoint}
+    values.update(_paired_encoder(values))
+    return _run("grit_nlvr_pretrain", args.overrides, values, args.config)
+
+
+def nlvr(argv: Sequence[str]) -> int:
+    """``NLVR.py``: NLVR2 fine-tuning of the paired encoder (``--checkpoint``: the text-assignment
+    one, or a 12-layer one spread onto the pairs). As ALBEF evaluates dev and test every epoch,
+    validation (and ``--evaluate``, a vlkit addition: test only) reads ``val_file`` and
+    ``test_file`` together and reports ``dev_accuracy`` and ``test_accuracy``; dev selects."""
+    parser = _parser("NLVR.py", "./configs/NLVR.yaml", "output/NLVR", seed=0)
+    parser.add_argument("--evaluate", action="store_true",
+                        help="vlkit addition: evaluate --checkpoint on dev and test without training")
+    args = parser.parse_args(argv)
+    values = {**_common_values(args, "NLVR"), "datasets": ["json_nlvr"], "test_only": args.evaluate,
+              "load_path": args.checkpoint}
+    values.update(_paired_encoder(values))
+    evaluated = [*_files(values.get("val_file", [])), *_files(values.get("test_file", []))]
+    if evaluated:
+        values["val_file"] = values["test_file"] = evaluated
+    return _run("grit_nlvr", args.overrides, values, args.config)
+
+
+def vqa(argv: Sequence[str]) -> int:
+    """``VQA.py``: ALBEF's VQA fine-tuning of the answer decoder (a pre-training ``--checkpoint``
+    fills it from its fusion layers and MLM head) on ``train_file``, then, as the reference, one
+    evaluation of the last checkpoint on ``test_file``: a run of its own beside the training run
+    (``<output_dir>/version_K``), whose ``result/vqa_result.json`` holds every test question once.
+    ``--evaluate`` runs only that evaluation, of ``--checkpoint``."""
+    from vlkit.cli import train_or_test
+
+    parser = _parser("VQA.py", "./configs/VQA.yaml", "output/vqa", seed=0)
+    parser.add_argument("--evaluate", action="store_true")
+    parser.add_argument("--text_decoder", default="bert-base-uncased",
+                        help="accepted for compatibility: the decoder starts from --checkpoint (as VQA.py once "
+                             "a checkpoint is loaded) and shares --text_encoder's tokenizer")
+    args = parser.parse_args(argv)
+    values = {**_common_values(args, "vqa"), "datasets": ["json_vqa"], "test_only": args.evaluate,
+              "load_path": args.checkpoint}
+    result = train_or_test(resolve_config(args.overrides, values, args.config, base=["grit_vqa"]))
+    if not args.evaluate:
+        if not result["last_checkpoint"]:
+            raise ConfigError("the training run wrote no checkpoint (fast_dev_run?); nothing to evaluate")
+        values.update(test_only=True, load_path=result["last_checkpoint"])
+        result = train_or_test(resolve_config(args.overrides, values, args.config, base=["grit_vqa"]))
+    log.info("done: %s", result)
+    return 0
+
+
 def main(script: str, argv: Sequence[str]) -> int:
-    """Run ``script`` (``Pretrain.py`` or ``Retrieval.py``) with ``argv``."""
+    """Run ``script`` (``Pretrain.py``, ``Retrieval.py``, ``Pretrain_nlvr.py``, ``NLVR.py`` or
+    ``VQA.py``) with ``argv``."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    commands = {"Pretrain.py": pretrain, "Retrieval.py": retrieval}
+    commands = {"Pretrain.py": pretrain, "Retrieval.py": retrieval,
+                "Pretrain_nlvr.py": nlvr_pretrain, "NLVR.py": nlvr, "VQA.py": vqa}
     try:
         return commands[script](argv)
     except ConfigError as err:

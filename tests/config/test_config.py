@@ -39,7 +39,8 @@ def test_schema_holds_every_reference_key_with_its_default():
     config = defaults()
     assert {key: config[key] for key in VLC_DEFAULTS} == VLC_DEFAULTS
     assert config["loss_names"] == {
-        "itm": 1, "mlm": 1, "mpp": 0, "vqa": 0, "nlvr2": 0, "irtr": 0, "mae": 0, "itc": 0, "snli": 0
+        "itm": 1, "mlm": 1, "mpp": 0, "vqa": 0, "nlvr2": 0, "irtr": 0, "mae": 0, "itc": 0, "snli": 0,
+        "nlvr_ta": 0, "vqa_decoder": 0,
     }
 
 

@@ -196,6 +196,17 @@ def test_cosine_schedule():
         assert lrs == pytest.approx([1e-4 * expected[step] * s for s in scales], abs=1e-12), step
 
 
+def test_cosine_schedule_ends_at_end_lr():
+    """ALBEF's ``min_lr``: lr = min + (max - min)(1 + cos(pi t)) / 2 after the warm-up."""
+    model = Toy()
+    optimizer = build_optimizer(model, make_cfg(is_pretrain=False))
+    cfg = make_cfg(warmup_steps=10, decay_power="cosine", end_lr=1e-5)
+    scheduler = build_scheduler(optimizer, cfg, total_steps=110)
+    expected = {10: 1e-4, 60: 1e-5 + 0.5 * 9e-5, 110: 1e-5}
+    for step, lrs in lrs_at(scheduler, optimizer, list(expected)).items():
+        assert lrs[-1] == pytest.approx(expected[step] * optimizer.param_groups[-1]["lr_scale"], rel=1e-9), step
+
+
 def test_scheduler_rejects_bad_settings():
     optimizer = build_optimizer(Toy(), make_cfg())
     with pytest.raises(ValueError, match="'linear'"):

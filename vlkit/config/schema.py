@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-LOSS_NAMES = ("itm", "mlm", "mpp", "vqa", "nlvr2", "irtr", "mae", "itc", "snli")
+LOSS_NAMES = ("itm", "mlm", "mpp", "vqa", "nlvr2", "irtr", "mae", "itc", "snli", "nlvr_ta", "vqa_decoder")
 
 
 def loss_names(**on: float) -> dict[str, float]:
@@ -57,6 +57,10 @@ class Config:
     max_steps: Union[int, None] = 25000
     warmup_steps: Union[int, float] = 2500
     end_lr: float = 0.0
+    """Learning rate at the end of the decay (polynomial and cosine; ALBEF's ``min_lr``)."""
+    lr_schedule_epochs: int = 0
+    """Length of the decay in epochs; 0: the run's length. Longer than ``max_epoch`` stops the run
+    part-way down the curve (GRIT: a 30-epoch cosine, 20 epochs trained)."""
     lr_mult: float = 1
     get_recall_metric: bool = False
     resume_from: Union[str, None] = None
@@ -114,15 +118,22 @@ class Config:
     """Retrieval evaluation: ``exact`` scores every image-caption pair with the cross-encoder (as
     the reference); ``fast`` re-ranks only the ``k_test`` best ITC candidates of each query."""
     k_test: int = 128
-    """Candidates per query that ``retrieval_protocol=fast`` re-ranks (ALBEF's name and default)."""
+    """Candidates per query that ``retrieval_protocol=fast`` re-ranks (ALBEF's name and default);
+    for ``vqa_decoder``, the answers per question scored in full after their first token."""
     eval_pairs_per_batch: int = 512
     """Image-caption pairs per forward pass when scoring retrieval candidates."""
     vqa_annotations: str = ""
     """Official VQA annotations JSON of the validation questions (``v2_mscoco_val2014_annotations
     .json``), for the official accuracy; empty: that file in ``data_root`` when present."""
+    answer_decoder_layers: int = 6
+    """Layers of the VQA answer decoder built by ``loss_names.vqa_decoder`` (ALBEF's ``text_decoder``: 6)."""
     # cross_attention family (ALBEF / GRIT-VLP) and its pre-training recipe
     fusion_layer: int = 6
     """``model=cross_attention``: BERT layers before this read text only, later ones cross-attend."""
+    pair_fusion: bool = False
+    """``model=cross_attention``: ALBEF's NLVR2 encoder; the fusion layers ``[fusion_layer,
+    num_layers)`` come in pairs, the first cross-attending to image 0, the second to image 1,
+    sharing their cross-attention key/value (ALBEF: ``num_layers=18``, ``vision_layers=12``)."""
     vision_layers: int = 0
     """``model=cross_attention``: ViT depth (0: ``num_layers``)."""
     max_position_embeddings: int = 0
@@ -147,6 +158,20 @@ class Config:
     """GRIT: examples collected per rank before they are grouped (L)."""
     grit_search_space: int = 1920
     """GRIT: examples searched together when chaining similar pairs (M)."""
+    momentum: float = 0.0
+    """EMA rate of ALBEF's momentum model (a frozen copy of the encoders, ITC projections and MLM
+    head; ALBEF: 0.995); 0: none (GRIT-VLP pre-training)."""
+    itc_queue_size: int = 0
+    """Momentum ITC features of past batches (all ranks) kept as extra ITC keys (ALBEF: 65536;
+    GRIT retrieval: 65280); needs ``momentum``. 0: no queue."""
+    distill_alpha: float = 0.0
+    """Weight of the momentum model's soft targets in ITC and MLM (ALBEF's ``alpha``: 0.4); needs
+    ``momentum``. 0: no distillation (GRIT)."""
+    distill_warmup: bool = True
+    """Ramp ``distill_alpha`` linearly from 0 over the first epoch (ALBEF's ``warm_up``)."""
+    itc_same_image_positives: bool = False
+    """ITC counts every caption of the same image (``img_index``, also in the queue) as a positive,
+    as ALBEF's retrieval fine-tuning; False: only the paired caption (pre-training)."""
     run_name: str = ""
     """Folder name under ``log_dir``; empty gives the reference's ``{exp_name}_seed{seed}_from_{load}``."""
     # ALBEF / GRIT-VLP json annotation datasets (json_pretrain, json_retrieval, json_vqa, json_nlvr)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import get_cosine_schedule_with_warmup, get_polynomial_decay_schedule_with_warmup
+from transformers import get_cosine_with_min_lr_schedule_with_warmup, get_polynomial_decay_schedule_with_warmup
 
 NO_DECAY_NAME_PARTS = (
     "bias", "LayerNorm.bias", "LayerNorm.weight", "norm.bias", "norm.weight", "norm1.", "norm2."
@@ -129,7 +129,8 @@ def build_scheduler(
     """Linear warm-up then decay over ``total_steps``; call ``step()`` once per optimizer step.
 
     A numeric ``decay_power`` gives polynomial decay to ``end_lr`` with that power (1 = linear);
-    ``"cosine"`` gives a half-cosine to 0.
+    ``"cosine"`` gives a half-cosine to ``end_lr``. ``total_steps`` is the length of the decay
+    (the trainer passes ``lr_schedule_epochs`` worth of steps when that is set).
     """
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1; got {total_steps}")
@@ -141,7 +142,9 @@ def build_scheduler(
         )
     power = cfg.decay_power
     if power == "cosine":
-        return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+        return get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer, warmup, total_steps, min_lr_rate=cfg.end_lr / cfg.learning_rate
+        )
     if isinstance(power, (int, float)) and not isinstance(power, bool):
         return get_polynomial_decay_schedule_with_warmup(
             optimizer, warmup, total_steps, lr_end=cfg.end_lr, power=power

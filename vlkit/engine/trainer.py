@@ -215,12 +215,27 @@ class Trainer:
             return self.cfg.max_steps
         return max(1, batches_per_epoch * self.cfg.max_epoch // self.accumulation)
 
+    def _schedule_steps(self, total_steps: int) -> int:
+        """Optimizer steps the LR decay spans: ``lr_schedule_epochs`` of them when set."""
+        if not self.cfg.lr_schedule_epochs:
+            return total_steps
+        steps = max(1, self.batches_per_epoch * self.cfg.lr_schedule_epochs // self.accumulation)
+        if steps < total_steps:
+            raise ValueError(
+                f"lr_schedule_epochs={self.cfg.lr_schedule_epochs} ({steps} steps) is shorter than the "
+                f"run ({total_steps} steps); set it to at least max_epoch, or 0 to decay over the run"
+            )
+        return steps
+
     def _wrap_for_training(self, model: nn.Module) -> nn.Module:
         step = _TrainingStep(model, self.task)
         if not self.dist.is_distributed:
             return step
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(step, device_ids=device_ids, find_unused_parameters=True)
+        # buffers are equal on every rank by construction (ALBEF's ITC queue is filled from all
+        # ranks), so DDP need not broadcast them before every step
+        return DistributedDataParallel(step, device_ids=device_ids, find_unused_parameters=True,
+                                       broadcast_buffers=False)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -292,7 +307,7 @@ class Trainer:
         self.max_steps = None if self.fast_dev_batches else cfg.max_steps
         self.max_epochs = 1 if self.fast_dev_batches else (cfg.max_epoch if cfg.max_steps is None else None)
         self.optimizer = build_optimizer(self.model, cfg)
-        self.scheduler = build_scheduler(self.optimizer, cfg, total_steps)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self._schedule_steps(total_steps))
         self.scaler = torch.amp.GradScaler(self.device.type) if self.autocast_dtype == torch.float16 else None
         self.state = TrainState()
         self._last_event_step: int | None = None
@@ -322,11 +337,13 @@ class Trainer:
         if self.fast_dev_batches:
             num_batches = min(num_batches, self.fast_dev_batches)
         batches = iter(self.train_loader) if num_batches else iter(())  # no workers for nothing
+        batches_per_epoch = self.state.batch_in_epoch + num_batches  # a resumed epoch started earlier
         pending = 0
         for index in range(num_batches):
             wait_started = time.perf_counter()
             batch = next(batches)
             data_wait = time.perf_counter() - wait_started
+            self.task.on_train_batch(self.state.epoch, self.state.batch_in_epoch, batches_per_epoch)
             samples = min(per_gpu, remaining_samples - index * per_gpu)
             pending += 1
             step_now = pending == self.accumulation or index == num_batches - 1

@@ -17,6 +17,7 @@ from vlkit.models.checkpoints import (
 )
 from vlkit.models.fusion.cross_attention import CrossAttentionModel
 from vlkit.models.fusion.single_stream import SingleStreamModel
+from vlkit.models.momentum import attach_momentum, copy_online_into_momentum
 
 __all__ = ["MODEL_FAMILIES", "LoadReport", "build_model", "build_model_with_reports", "load_checkpoint"]
 
@@ -51,9 +52,12 @@ def _load_pretrained_vision_tower(model: nn.Module, path: str) -> LoadReport:
 
 
 def build_model_with_reports(cfg: Any) -> tuple[nn.Module, list[LoadReport]]:
-    """The ``cfg.model`` family built from ``cfg``, then ``pretrain_path`` (vision tower) and
-    ``load_path`` (whole model) applied in that order; each load's report is logged and returned."""
+    """The ``cfg.model`` family built from ``cfg`` (with ALBEF's momentum model and queue when
+    ``cfg.momentum`` > 0), then ``pretrain_path`` (vision tower) and ``load_path`` (whole model)
+    applied in that order; each load's report is logged and returned. A momentum model that no
+    checkpoint filled starts as a copy of the loaded online weights."""
     model = _family(cfg.model)(cfg)
+    attach_momentum(model, cfg)
     reports = []
     if cfg.pretrain_path:
         reports.append(_load_pretrained_vision_tower(model, cfg.pretrain_path))
@@ -61,6 +65,11 @@ def build_model_with_reports(cfg: Any) -> tuple[nn.Module, list[LoadReport]]:
     if cfg.load_path:
         reports.append(load_checkpoint(model, cfg.load_path, config_key="load_path"))
         log.info("load_path: %s", reports[-1])
+    if hasattr(model, "momentum_model") and reports:
+        loaded = (key for report in reports for key in report.loaded_keys)
+        if not any(key.startswith("momentum_model.") for key in loaded):
+            copy_online_into_momentum(model)
+            log.info("the checkpoints hold no momentum model: it starts as a copy of the loaded weights")
     return model, reports
 
 

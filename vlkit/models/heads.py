@@ -76,6 +76,12 @@ def classifier(in_features: int, hidden: int, num_classes: int) -> nn.Sequential
     return head
 
 
+def pair_classifier(width: int, num_classes: int = 2) -> nn.Sequential:
+    """ALBEF's NLVR2 ``cls_head`` on the fused CLS of a paired pass: Linear(H, H), ReLU,
+    Linear(H, classes) (keys ``0.*``, ``2.*``), PyTorch's default init as ALBEF."""
+    return nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, num_classes))
+
+
 class ITCHead(nn.Module):
     """Image-text contrastive projections: ``text_proj`` / ``image_proj`` (Linear to
     ``itc_embed_dim``, L2-normalised) and a learnable ``logit_scale`` (log 1/temperature; 0.07
@@ -121,6 +127,10 @@ HEADS: dict[str, tuple[str, Callable[[Any, int], nn.Module]]] = {
     "nlvr2": ("nlvr2_classifier", lambda cfg, width: classifier(2 * width, 2 * width, 2)),
     "snli": ("snli_classifier", lambda cfg, width: classifier(width, 2 * width, 3)),
     "irtr": ("rank_output", lambda cfg, width: _bert_linear(width, 1)),
+    # ALBEF's text assignment (NLVR2 pre-training): which slot holds the text's image, or neither
+    "nlvr_ta": ("ta_head", lambda cfg, width: nn.Linear(width, 3)),
+    # ALBEF's VQA answer decoder over the fused question states (width hidden_size)
+    "vqa_decoder": ("text_decoder", lambda cfg, width: _answer_decoder(cfg)),
 }
 
 
@@ -128,6 +138,13 @@ def _bert_linear(in_features: int, out_features: int) -> nn.Linear:
     layer = nn.Linear(in_features, out_features)
     layer.apply(bert_init)
     return layer
+
+
+def _answer_decoder(cfg: Any) -> nn.Module:
+    # imported here: the decoder is built from the cross-attention family's layers, which import this module
+    from vlkit.models.answer_decoder import AnswerDecoder
+
+    return AnswerDecoder(cfg)
 
 
 def build_heads(cfg: Any, width: int) -> dict[str, nn.Module]:

@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.nn.functional import all_gather
 
-from vlkit.objectives.mlm import LossOutput
+from vlkit.objectives.mlm import LossOutput, cross_entropy_with_probs
 
 CLIP_MAX_LOGIT_SCALE = math.log(100)
 
@@ -26,8 +26,7 @@ def _gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
 def soft_cross_entropy(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
     """Mean over rows of the cross-entropy of ``logits`` against softmax(``target_logits``),
     the target detached."""
-    targets = target_logits.detach().softmax(dim=1)
-    return -(targets * logits.log_softmax(dim=1)).sum(dim=1).mean()
+    return cross_entropy_with_probs(logits, target_logits.detach().softmax(dim=-1))
 
 
 def itc_loss(
@@ -72,3 +71,49 @@ def itc_loss(
     with torch.no_grad():
         correct = (image_to_text.argmax(dim=1) == targets).sum()
     return LossOutput(loss=loss, correct=correct, total=torch.tensor(targets.numel(), device=loss.device))
+
+
+def momentum_itc_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    image_keys: torch.Tensor,
+    text_keys: torch.Tensor,
+    positives: torch.Tensor,
+    logit_scale: torch.Tensor,
+    *,
+    alpha: float = 0.0,
+    max_logit_scale: float = CLIP_MAX_LOGIT_SCALE,
+) -> LossOutput:
+    """ALBEF's ITC with a momentum model: each image (B, D) against ``text_keys`` (K, D) and each
+    text against ``image_keys``, all unit vectors.
+
+    The keys are the momentum model's features of this batch (row b: pair b) followed by its
+    queue; gradients flow through the queries only. ``positives`` (B, K) marks each query's
+    positive keys (at least key b); the hard target is uniform over them. With ``alpha`` > 0 it
+    is mixed with the momentum model's own distribution over the keys (its queries are
+    ``keys[:B]``): ``alpha · softmax(momentum logits) + (1 − alpha) · hard``. The loss is the mean
+    of the two directions' cross-entropies; accuracy counts images whose best text is a positive.
+    """
+    batch = image_embeds.shape[0]
+    if positives.shape != (batch, text_keys.shape[0]) or image_keys.shape != text_keys.shape:
+        raise ValueError(
+            f"positives {tuple(positives.shape)} must be (batch {batch}, keys {text_keys.shape[0]}) and "
+            f"image keys {tuple(image_keys.shape)} match text keys {tuple(text_keys.shape)}"
+        )
+    image_keys, text_keys = image_keys.detach(), text_keys.detach()
+    scale = logit_scale.clamp(max=max_logit_scale).exp()
+    hard = positives.float() / positives.sum(dim=1, keepdim=True).clamp(min=1)
+    image_to_text = scale * image_embeds @ text_keys.t()
+    text_to_image = scale * text_embeds @ image_keys.t()
+    image_targets = text_targets = hard
+    if alpha > 0:
+        with torch.no_grad():
+            momentum_i2t = (scale * image_keys[:batch] @ text_keys.t()).softmax(dim=1)
+            momentum_t2i = (scale * text_keys[:batch] @ image_keys.t()).softmax(dim=1)
+        image_targets = alpha * momentum_i2t + (1 - alpha) * hard
+        text_targets = alpha * momentum_t2i + (1 - alpha) * hard
+    loss = (cross_entropy_with_probs(image_to_text, image_targets)
+            + cross_entropy_with_probs(text_to_image, text_targets)) / 2
+    with torch.no_grad():
+        correct = positives.gather(1, image_to_text.argmax(dim=1, keepdim=True)).sum()
+    return LossOutput(loss=loss, correct=correct, total=torch.tensor(batch, device=loss.device))

@@ -50,6 +50,12 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> LossOutpu
     return LossOutput(loss=loss_sum / total.clamp(min=1), correct=correct, total=total)
 
 
+def cross_entropy_with_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of the cross-entropy of ``logits`` against target distributions (rows sum
+    to 1, detached)."""
+    return -(targets.detach() * logits.log_softmax(dim=-1)).sum(dim=-1).mean()
+
+
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
     """MLM cross-entropy, averaged over the masked positions of the batch (labels != -100).
 
@@ -58,3 +64,15 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
     if logits.ndim != 3:
         raise ValueError(f"MLM logits must be (B, L, V); got shape {tuple(logits.shape)}")
     return classification_loss(logits, labels)
+
+
+def distilled_mlm_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor,
+                       alpha: float) -> LossOutput:
+    """ALBEF's MLM with distillation: ``(1 − alpha) · CE(labels) + alpha · CE(softmax(teacher))``,
+    both averaged over the masked positions (labels != -100); accuracy against the labels."""
+    hard = mlm_loss(logits, labels)
+    masked = labels != IGNORE_INDEX
+    if alpha <= 0 or not masked.any():
+        return hard
+    soft = cross_entropy_with_probs(logits[masked].float(), teacher_logits[masked].float().softmax(dim=-1))
+    return LossOutput((1 - alpha) * hard.loss + alpha * soft, hard.correct, hard.total)

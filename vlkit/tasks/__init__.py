@@ -6,16 +6,21 @@ from typing import Any
 
 from vlkit.tasks.base import Task
 from vlkit.tasks.classification import Nlvr2Task, SnliVeTask
-from vlkit.tasks.irtr import IRTRTask
+from vlkit.tasks.irtr import AlbefRetrievalTask, IRTRTask
+from vlkit.tasks.nlvr_ta import NlvrTextAssignmentTask
 from vlkit.tasks.pretrain import PRETRAIN_TERMS, PretrainTask, runs
 from vlkit.tasks.vqa import VQATask
+from vlkit.tasks.vqa_rank import VqaRankTask
 
 TASKS: dict[str, type[Task]] = {
     "pretrain": PretrainTask,
     "vqa": VQATask,
     "nlvr2": Nlvr2Task,
     "irtr": IRTRTask,
+    "albef_retrieval": AlbefRetrievalTask,
     "snli": SnliVeTask,
+    "nlvr_ta": NlvrTextAssignmentTask,
+    "vqa_decoder": VqaRankTask,
 }
 
 

@@ -42,6 +42,9 @@ class Task(abc.ABC):
         """Full evaluation over ``loader`` (the local shard of the split under DDP), reduced
         across processes. Must hold ``the_metric`` (higher is better), used to pick best.ckpt."""
 
+    def on_train_batch(self, epoch: int, batch_in_epoch: int, batches_per_epoch: int) -> None:
+        """Called before each training batch (e.g. to ramp a loss weight over the first epoch)."""
+
     def evaluation_info(self) -> dict[str, Any]:
         """How this task evaluates, recorded with every evaluation (e.g. the retrieval protocol)."""
         return {}

@@ -21,11 +21,13 @@ from vlkit.utils.tensors import move_to_device
 class ClassificationTask(ArrowTask):
     """Cross-entropy on ``head(features)`` against ``batch[label_key]``; accuracy per file group.
 
-    Subclasses set ``name`` (also the one dataset they read), ``head`` (model attribute),
-    ``label_key``, ``num_classes`` (chance is the majority class of each group) and ``groups``
-    (Arrow file name → metric prefix), and implement ``features``.
+    Subclasses set ``name``, ``datasets`` (the datasets it reads, one at a time), ``head`` (model
+    attribute), ``label_key``, ``num_classes`` (chance is the majority class of each group) and
+    ``groups`` (file name → metric prefix; several files may share a prefix), and implement
+    ``features``.
     """
 
+    datasets: ClassVar[tuple[str, ...]] = ()
     head: ClassVar[str] = ""
     label_key: ClassVar[str] = "labels"
     groups: ClassVar[dict[str, str]] = {}
@@ -34,8 +36,14 @@ class ClassificationTask(ArrowTask):
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)
-        if list(cfg.datasets) != [self.name]:
-            raise ValueError(f"the {self.name} task reads datasets=['{self.name}']; got {list(cfg.datasets)}")
+        if list(cfg.datasets) not in [[name] for name in self.datasets]:
+            choices = " or ".join(f"datasets=['{name}']" for name in self.datasets)
+            raise ValueError(f"the {self.name} task reads {choices}; got {list(cfg.datasets)}")
+
+    @property
+    def group_names(self) -> list[str]:
+        """The metric prefixes of ``groups``, each once, then ``all``."""
+        return list(dict.fromkeys([*self.groups.values(), "all"]))
 
     @abc.abstractmethod
     def features(self, model: nn.Module, batch: dict) -> torch.Tensor:
@@ -54,7 +62,7 @@ class ClassificationTask(ArrowTask):
         selection group's accuracy (all samples' when the split has no such group)."""
         device = next(model.parameters()).device
         meter = SumMeter(device)
-        for group in [*self.groups.values(), "all"]:  # every rank adds every key
+        for group in self.group_names:  # every rank adds every key
             for field in ("samples", "correct", "loss"):
                 meter.add(f"{group}_{field}", 0.0)
             for label in range(self.num_classes):
@@ -68,7 +76,7 @@ class ClassificationTask(ArrowTask):
             losses = nn.functional.cross_entropy(logits, labels, reduction="none")
             correct = logits.argmax(dim=1) == labels
             names = batch.get("table_name") or [""] * len(labels)
-            for group in [*self.groups.values(), "all"]:
+            for group in self.group_names:
                 members = torch.tensor(
                     [group in ("all", self.groups.get(table)) for table in names], device=device
                 )
@@ -81,7 +89,7 @@ class ClassificationTask(ArrowTask):
 
     def _metrics(self, sums: dict[str, float]) -> dict[str, float]:
         metrics = {"num_skipped_images": sums["num_skipped_images"]}
-        for group in [*self.groups.values(), "all"]:
+        for group in self.group_names:
             if not sums[f"{group}_samples"]:
                 continue
             prefix = "" if group == "all" else f"{group}_"
@@ -95,15 +103,22 @@ class ClassificationTask(ArrowTask):
 
 
 class Nlvr2Task(ClassificationTask):
-    """NLVR2 (fact sheet §3.6): the statement with each image in its own pass (image token types
-    1 and 2), pooled features concatenated, then the 2-way ``nlvr2_classifier``."""
+    """NLVR2 (fact sheet §3.6) on the Arrow tables (``nlvr2``) or ALBEF's json files
+    (``json_nlvr``): the statement with each image in its own pass (image token types 1 and 2),
+    pooled features concatenated, then the 2-way ``nlvr2_classifier``. A paired model
+    (``pair_fusion``, ALBEF's, grit_albef.md §2.7) reads both images in one pass instead, and its
+    ``nlvr2_classifier`` takes the fused CLS."""
 
     name = "nlvr2"
+    datasets = ("nlvr2", "json_nlvr")
     head = "nlvr2_classifier"
     label_key = "answers"
-    groups = {"nlvr2_dev": "dev", "nlvr2_test1": "test"}
+    groups = {"nlvr2_dev": "dev", "nlvr2_test1": "test", "nlvr_dev": "dev", "nlvr_test": "test"}
 
     def features(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        if getattr(model, "pair_fusion", False):
+            images = (batch["image_0"], batch["image_1"])
+            return model.infer(batch["text_ids"], batch["text_masks"], images)["cls_feats"]
         first = model.infer(batch["text_ids"], batch["text_masks"], batch["image_0"], image_token_type_idx=1)
         second = model.infer(batch["text_ids"], batch["text_masks"], batch["image_1"], image_token_type_idx=2)
         return torch.cat([first["cls_feats"], second["cls_feats"]], dim=-1)
@@ -114,6 +129,7 @@ class SnliVeTask(ClassificationTask):
     features of the hypothesis and the image."""
 
     name = "snli"
+    datasets = ("snli",)
     head = "snli_classifier"
     label_key = "labels"
     groups = {"snli_dev": "dev", "snli_test": "test"}

@@ -1,10 +1,15 @@
 """Image-text retrieval fine-tuning and evaluation (fact sheet §3.7, §6.3).
 
-Training: each image against its caption and ``draw_false_text`` captions of other images (never
-one of its own); the ``rank_output`` scores of the 1 + K pairs go through a softmax with the
-positive as the target. ``rank_output`` starts as a copy of the ITM head's "match" row. With
-``itc`` in ``loss_names`` an image-text contrastive term on text-only and image-only passes is
-added; it powers the ``fast`` evaluation protocol.
+Training (``IRTRTask``, VLC/ViLT): each image against its caption and ``draw_false_text``
+captions of other images (never one of its own); the ``rank_output`` scores of the 1 + K pairs go
+through a softmax with the positive as the target. ``rank_output`` starts as a copy of the ITM
+head's "match" row. With ``itc`` in ``loss_names`` an image-text contrastive term on text-only
+and image-only passes is added; it powers the ``fast`` evaluation protocol.
+
+Training (``AlbefRetrievalTask``, ALBEF / GRIT-VLP, grit_albef.md §2.5): ITC in which every caption
+of the same image is a positive (against the momentum model's queue when ``momentum`` > 0) plus
+ITM on the batch's pairs and negatives drawn by ITC similarity (never the same image), computed
+as pre-training computes them; pairs are scored by the ITM "match" logit, as ALBEF's evaluation.
 
 Evaluation: recall@1/5/10 both ways on the split's images and captions (``retrieval_protocol``
 exact or fast, see ``vlkit.eval.retrieval_eval``); ``the_metric`` = ``ir_r1 + tr_r1`` on the
@@ -12,6 +17,7 @@ validation split (the reference's COCO preset monitored a constant 0).
 """
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import torch
@@ -27,14 +33,13 @@ from vlkit.models.heads import init_rank_from_itm
 from vlkit.objectives import LossOutput, classification_loss
 from vlkit.tasks.arrow_task import ArrowTask, logged_terms
 from vlkit.tasks.contrastive import itc_term
+from vlkit.tasks.pretrain import PretrainTask
 
 RANK_KEYS = ("rank_output.weight", "rank_output.bias")
 
 
-class IRTRTask(ArrowTask):
-    """Retrieval on one caption dataset (``coco`` or ``f30k``); see the module docstring."""
-
-    name = "irtr"
+class RecallEvaluation(ArrowTask):
+    """Recall@1/5/10 both ways on one caption dataset's split; subclasses give ``match_score``."""
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)
@@ -43,10 +48,59 @@ class IRTRTask(ArrowTask):
                 f"retrieval ranks the images and captions of one dataset; got datasets="
                 f"{list(cfg.datasets)}: give one, e.g. datasets=['f30k']"
             )
+        self._recall_inputs: dict[str, tuple[DataLoader, RetrievalTexts]] = {}
+
+    @abc.abstractmethod
+    def match_score(self, model: nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N,) scores of N fused image-caption pairs (``model.infer`` output), higher = better."""
+
+    def recall_inputs(self, split: str) -> tuple[DataLoader, RetrievalTexts]:
+        """A loader over the split's images (each once across processes) and all its captions,
+        built (and the captions tokenised) once per split."""
+        if split not in self._recall_inputs:
+            self._recall_inputs[split] = self._build_recall_inputs(split)
+        return self._recall_inputs[split]
+
+    def _build_recall_inputs(self, split: str) -> tuple[DataLoader, RetrievalTexts]:
+        cfg = OmegaConf.merge(self.cfg, {"image_only": True, "draw_false_image": 0, "draw_false_text": 0})
+        dataset = build_dataset(self.cfg.datasets[0], split, cfg, self.tokenizer)
+        if dataset is None:
+            raise ValueError(f"dataset {self.cfg.datasets[0]!r} has no {split} split to evaluate retrieval on")
+        sampler = ResumableDistributedSampler(dataset, seed=self.cfg.seed, training=False)
+        loader = DataLoader(dataset, batch_size=self.cfg.per_gpu_batchsize, sampler=sampler,
+                            num_workers=self.cfg.num_workers, collate_fn=self.collate_fn(split))
+        captions = [dataset.row_texts(int(row))[int(slot)] for row, slot in zip(dataset.text_rows, dataset.text_slots)]
+        encoded = self.tokenizer(captions, padding="max_length", truncation=True,
+                                 max_length=self.cfg.max_text_len, return_tensors="pt")
+        texts = RetrievalTexts(encoded["input_ids"], encoded["attention_mask"], torch.as_tensor(dataset.text_rows))
+        return loader, texts
+
+    def evaluate(self, model: nn.Module, loader, split: str = "val") -> dict[str, float]:
+        """Recall on ``split`` (the trainer's ``loader`` of caption samples is not needed)."""
+        images, texts = self.recall_inputs(split)
+        evaluator = RetrievalEvaluator(
+            model, lambda features: self.match_score(model, features),
+            protocol=self.cfg.retrieval_protocol, k_test=self.cfg.k_test,
+            pairs_per_batch=self.cfg.eval_pairs_per_batch, progress=self.cfg.progress_bar,
+        )
+        metrics = evaluator.evaluate(images, texts)
+        metrics["the_metric"] = metrics["ir_r1"] + metrics["tr_r1"]
+        return metrics
+
+    def evaluation_info(self) -> dict[str, Any]:
+        return {"protocol": self.cfg.retrieval_protocol, "k_test": self.cfg.k_test}
+
+
+class IRTRTask(RecallEvaluation):
+    """VLC/ViLT retrieval on one caption dataset (``coco`` or ``f30k``); see the module docstring."""
+
+    name = "irtr"
+
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
         if cfg.draw_false_text < 1:
             raise ValueError("retrieval training ranks the caption against negatives: set draw_false_text >= 1 (VLC: 15)")
         self.use_itc = cfg.loss_names.get("itc", 0) >= 1
-        self._recall_inputs: dict[str, tuple[DataLoader, RetrievalTexts]] = {}
 
     def build_model(self) -> nn.Module:
         """The model; ``rank_output`` copied from the ITM match row unless a checkpoint gave it."""
@@ -76,40 +130,32 @@ class IRTRTask(ArrowTask):
         out = self.compute(model, batch)
         return {"loss": sum(value.loss for value in out.values()), **logged_terms(out)}
 
-    # ----- evaluation -------------------------------------------------------------------------
+    def match_score(self, model: nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model.rank_output(features["cls_feats"])[:, 0]
 
-    def recall_inputs(self, split: str) -> tuple[DataLoader, RetrievalTexts]:
-        """A loader over the split's images (each once across processes) and all its captions,
-        built (and the captions tokenised) once per split."""
-        if split not in self._recall_inputs:
-            self._recall_inputs[split] = self._build_recall_inputs(split)
-        return self._recall_inputs[split]
 
-    def _build_recall_inputs(self, split: str) -> tuple[DataLoader, RetrievalTexts]:
-        cfg = OmegaConf.merge(self.cfg, {"image_only": True, "draw_false_image": 0, "draw_false_text": 0})
-        dataset = build_dataset(self.cfg.datasets[0], split, cfg, self.tokenizer)
-        if dataset is None:
-            raise ValueError(f"dataset {self.cfg.datasets[0]!r} has no {split} split to evaluate retrieval on")
-        sampler = ResumableDistributedSampler(dataset, seed=self.cfg.seed, training=False)
-        loader = DataLoader(dataset, batch_size=self.cfg.per_gpu_batchsize, sampler=sampler,
-                            num_workers=self.cfg.num_workers, collate_fn=self.collate_fn(split))
-        captions = [dataset.row_texts(int(row))[int(slot)] for row, slot in zip(dataset.text_rows, dataset.text_slots)]
-        encoded = self.tokenizer(captions, padding="max_length", truncation=True,
-                                 max_length=self.cfg.max_text_len, return_tensors="pt")
-        texts = RetrievalTexts(encoded["input_ids"], encoded["attention_mask"], torch.as_tensor(dataset.text_rows))
-        return loader, texts
+class AlbefRetrievalTask(RecallEvaluation):
+    """ALBEF / GRIT-VLP retrieval fine-tuning (see the module docstring); needs
+    ``loss_names.itc`` and ``.itm`` >= 1 and ``itm_negatives`` ``sampled`` (ALBEF) or ``hardest``."""
 
-    def evaluate(self, model: nn.Module, loader, split: str = "val") -> dict[str, float]:
-        """Recall on ``split`` (the trainer's ``loader`` of caption samples is not needed)."""
-        images, texts = self.recall_inputs(split)
-        evaluator = RetrievalEvaluator(
-            model, lambda features: model.rank_output(features["cls_feats"])[:, 0],
-            protocol=self.cfg.retrieval_protocol, k_test=self.cfg.k_test,
-            pairs_per_batch=self.cfg.eval_pairs_per_batch, progress=self.cfg.progress_bar,
-        )
-        metrics = evaluator.evaluate(images, texts)
-        metrics["the_metric"] = metrics["ir_r1"] + metrics["tr_r1"]
-        return metrics
+    name = "albef_retrieval"
 
-    def evaluation_info(self) -> dict[str, Any]:
-        return {"protocol": self.cfg.retrieval_protocol, "k_test": self.cfg.k_test}
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        self.objective = PretrainTask(cfg)
+        if set(self.objective.terms) != {"itc", "itm"} or cfg.itm_negatives == "random":
+            raise ValueError(
+                f"albef_retrieval trains ITC and ITM with in-batch negatives: set loss_names={{itc: 1, "
+                f"itm: 1}} and itm_negatives=sampled (got terms {self.objective.terms}, "
+                f"itm_negatives={cfg.itm_negatives})"
+            )
+
+    def on_train_batch(self, epoch: int, batch_in_epoch: int, batches_per_epoch: int) -> None:
+        self.objective.on_train_batch(epoch, batch_in_epoch, batches_per_epoch)
+
+    def training_step(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        return self.objective.training_step(model, batch)
+
+    def match_score(self, model: nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """ALBEF's evaluation score: the raw ITM logit of "match"."""
+        return model.itm_score(features["cls_feats"])[:, 1]

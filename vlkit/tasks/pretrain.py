@@ -8,7 +8,11 @@ total is ``mlm + mae_weight * mae + itm + wpa_weight * wpa + itc``, VLC's sum pl
 
 The ALBEF / GRIT-VLP recipe (grit_albef.md §2.4, §3.2-3.4) is the same task with
 ``itm_negatives=hardest`` (or ``sampled``): ITM negatives come from the batch by ITC similarity,
-3B pairs per batch; ``itc_in_batch`` and ``itc_consistency_weight`` give GRIT's ITC.
+3B pairs per batch; ``itc_in_batch`` and ``itc_consistency_weight`` give GRIT's ITC. With a
+momentum model (``momentum`` > 0, ALBEF) each training step first moves it towards the online
+weights, then ITC runs against its features and queue, and with ``distill_alpha`` > 0 ITC and
+MLM are distilled from it (the weight ramping up over the first epoch with ``distill_warmup``).
+Evaluation reports the plain terms (in-batch ITC, hard-label MLM), comparable across recipes.
 """
 from __future__ import annotations
 
@@ -19,9 +23,12 @@ from torch import nn
 
 from vlkit.eval.metrics import SumMeter
 from vlkit.models.fusion.single_stream import drops_patches
-from vlkit.objectives import LossOutput, in_batch_negatives, itm_labels, itm_loss, mae_loss, mlm_loss, wpa_loss
+from vlkit.models.momentum import momentum_update
+from vlkit.objectives import (
+    LossOutput, distilled_mlm_loss, in_batch_negatives, itm_labels, itm_loss, mae_loss, wpa_loss,
+)
 from vlkit.tasks.arrow_task import ArrowTask, logged_terms, term_loss
-from vlkit.tasks.contrastive import ContrastiveOutput, itc_term
+from vlkit.tasks.contrastive import ContrastiveOutput, MomentumBatch, itc_term, momentum_batch, momentum_itc_term
 from vlkit.utils import distributed
 from vlkit.utils.seeding import seeded
 from vlkit.utils.tensors import move_to_device
@@ -43,7 +50,13 @@ class PretrainTask(ArrowTask):
     def __init__(self, cfg: Any):
         super().__init__(cfg)
         self.terms = [term for term in PRETRAIN_TERMS if runs(cfg, term)]
+        self.alpha = 0.0 if cfg.distill_warmup else cfg.distill_alpha
         self._check_config()
+
+    def on_train_batch(self, epoch: int, batch_in_epoch: int, batches_per_epoch: int) -> None:
+        """Ramp the distillation weight over the first epoch (ALBEF's ``warm_up``)."""
+        ramp = min(1.0, batch_in_epoch / max(batches_per_epoch, 1)) if epoch == 0 else 1.0
+        self.alpha = self.cfg.distill_alpha * (ramp if self.cfg.distill_warmup else 1.0)
 
     def _check_config(self) -> None:
         cfg = self.cfg
@@ -76,20 +89,33 @@ class PretrainTask(ArrowTask):
 
     # ----- losses -----------------------------------------------------------------------------
 
-    def _mlm_and_mae(self, model: nn.Module, batch: dict, image_embeds: dict | None) -> dict[str, Any]:
+    def _mlm_and_mae(self, model: nn.Module, batch: dict, image_embeds: dict | None,
+                     teacher: MomentumBatch | None) -> dict[str, Any]:
         """One pass on the MLM-masked text; MLM and MAE outputs of the terms that run. The image
-        comes as ``image_embeds`` when the ITM/ITC passes already embedded it the same way."""
+        comes as ``image_embeds`` when the ITM/ITC passes already embedded it the same way. With a
+        ``teacher`` and a distillation weight, MLM is distilled from the momentum model."""
         text_ids = batch["text_ids_mlm"] if "mlm" in self.terms else batch["text_ids"]
         image = None if image_embeds is not None else batch["image"]
         features = model.infer(text_ids, batch["text_masks"], image, image_embeds=image_embeds)
         out: dict[str, Any] = {}
         if "mlm" in self.terms:
-            out["mlm"] = mlm_loss(model.mlm_score(features["text_feats"]), batch["text_labels_mlm"])
+            alpha = self.alpha if teacher is not None else 0.0
+            teacher_logits = self._teacher_mlm_logits(model, batch, teacher) if alpha > 0 else None
+            out["mlm"] = distilled_mlm_loss(
+                model.mlm_score(features["text_feats"]), batch["text_labels_mlm"], teacher_logits, alpha
+            )
         if "mae" in self.terms:
             prediction = model.mae_predict(features["image_feats"], features["mae_ids_restore"])
             target = model.patchify(batch["image"]).to(prediction.dtype)
             out["mae"] = mae_loss(prediction, target, features["mae_mask"], self.cfg.norm_pix_loss)
         return out
+
+    @staticmethod
+    @torch.no_grad()
+    def _teacher_mlm_logits(model: nn.Module, batch: dict, teacher: MomentumBatch) -> torch.Tensor:
+        momentum = model.momentum_model
+        features = momentum.infer(batch["text_ids_mlm"], batch["text_masks"], image_embeds=teacher.image_embeds)
+        return momentum.mlm_score(features["text_feats"])
 
     def _itm_outputs(self, model: nn.Module, features: dict, labels: torch.Tensor) -> dict[str, Any]:
         out: dict[str, Any] = {"itm": itm_loss(model.itm_score(features["cls_feats"]), labels)}
@@ -139,8 +165,11 @@ class PretrainTask(ArrowTask):
         """Whether the MLM pass sees the image as ITM/ITC do (no patches dropped in either)."""
         return not drops_patches(self.cfg) and not self.cfg.itm_patch_drop
 
-    def compute(self, model: nn.Module, batch: dict) -> dict[str, Any]:
+    def compute(self, model: nn.Module, batch: dict, training: bool = False) -> dict[str, Any]:
         """Raw outputs of every running term: ``LossOutput`` for mlm/itm/itc, tensors for mae/itm_wpa.
+
+        ``training`` with a momentum model: update it, run ITC (and MLM distillation) against it,
+        then queue its features.
 
         The image is embedded once for ITC and in-batch ITM (and for MLM when no patches are
         dropped), so a family whose ``embed_image`` runs the whole vision tower runs it once. The
@@ -152,19 +181,34 @@ class PretrainTask(ArrowTask):
         in_batch_itm = "itm" in self.terms and not random_itm and batch["image"].shape[0] > 1
         needs_embeds = "itc" in self.terms or in_batch_itm
         shared = needs_embeds and self._shares_image_pass()
+        teacher = self._momentum_step(model, batch) if training and hasattr(model, "momentum_model") else None
         image_embeds = self._embed_image(model, batch) if shared else None
         out: dict[str, Any] = {}
         if "mlm" in self.terms or "mae" in self.terms:
-            out.update(self._mlm_and_mae(model, batch, image_embeds))
+            out.update(self._mlm_and_mae(model, batch, image_embeds, teacher))
         if random_itm:
             out.update(self._itm(model, batch))
         if needs_embeds and image_embeds is None:
             image_embeds = self._embed_image(model, batch)
         if "itc" in self.terms:
-            out["itc"] = itc_term(model, batch["text_ids"], batch["text_masks"], image_embeds, self.cfg)
+            out["itc"] = self._itc(model, batch, image_embeds, teacher)
         if in_batch_itm:
             out.update(self._itm_in_batch(model, batch, image_embeds, out["itc"]))
+        if teacher is not None and hasattr(model, "itc_queue"):
+            model.itc_queue.enqueue(teacher.image, teacher.text, batch["img_index"])
         return out
+
+    def _momentum_step(self, model: nn.Module, batch: dict) -> MomentumBatch:
+        """Move the momentum model towards the online weights, then embed the batch with it."""
+        momentum_update(model, self.cfg.momentum)
+        return momentum_batch(model, batch["text_ids"], batch["text_masks"], batch["image"], self.cfg.itm_patch_drop)
+
+    def _itc(self, model: nn.Module, batch: dict, image_embeds: dict,
+             teacher: MomentumBatch | None) -> ContrastiveOutput:
+        ids, masks = batch["text_ids"], batch["text_masks"]
+        if teacher is None:
+            return itc_term(model, ids, masks, image_embeds, self.cfg)
+        return momentum_itc_term(model, ids, masks, image_embeds, teacher, batch["img_index"], self.cfg, self.alpha)
 
     def total_loss(self, out: dict[str, Any]) -> torch.Tensor:
         """VLC's sum: mlm + mae_weight·mae + itm + wpa_weight·wpa."""
@@ -174,7 +218,7 @@ class PretrainTask(ArrowTask):
     def training_step(self, model: nn.Module, batch: dict) -> dict[str, Any]:
         """Losses, and under ``itc_embeddings`` the detached ITC unit embeddings (image, text) that
         the GRIT sampler collects."""
-        out = self.compute(model, batch)
+        out = self.compute(model, batch, training=True)
         step = {"loss": self.total_loss(out), **logged_terms(out)}
         if "itc" in out:
             step["itc_embeddings"] = (out["itc"].image_embeds.detach(), out["itc"].text_embeds.detach())

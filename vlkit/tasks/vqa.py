@@ -1,5 +1,8 @@
 """VQAv2 fine-tuning (fact sheet §3.5, §6.1): the ``vqa_classifier`` over the answer vocabulary,
-BCE on soft scores, the soft-score metric and the official VQA accuracy, and the test submission."""
+BCE on soft scores, the soft-score metric and the official VQA accuracy, and the test submission.
+
+Data: the Arrow ``vqa`` tables (labels index their answer vocabulary) or ALBEF's json files
+(``json_vqa``: labels are positions in ``answer_list``)."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +12,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
+from vlkit.data.datasets.json_datasets import JsonVqaDataset, read_answer_list
 from vlkit.data.datasets.vqa import annotations_path, answer_vocabulary, official_answers
 from vlkit.eval.metrics import SumMeter, ratio
 from vlkit.eval.submission import checkpoint_stem, gather_predictions, write_vqa_submission
@@ -20,6 +26,27 @@ from vlkit.utils import distributed
 from vlkit.utils.tensors import move_to_device
 
 log = logging.getLogger(__name__)
+
+VQA_DATASETS = ("vqa", "json_vqa")
+
+
+def vqa_dataset_name(datasets: Any) -> str:
+    """The one VQA dataset among ``datasets`` (``vqa`` or ``json_vqa``)."""
+    found = [name for name in datasets if name in VQA_DATASETS]
+    if len(found) != 1:
+        raise ValueError(
+            f"VQA reads datasets=['vqa'] (Arrow tables) or datasets=['json_vqa'] (ALBEF's json "
+            f"files); got {list(datasets)}"
+        )
+    return found[0]
+
+
+def split_question_ids(dataset: Dataset) -> list[int]:
+    """The question id of every question of a VQA split (``ConcatSamples``), in sample order."""
+    return [
+        qid for part in dataset.datasets
+        for qid in (part.question_ids() if isinstance(part, JsonVqaDataset) else part.tables.flat_values("question_id"))
+    ]
 
 
 class VQATask(ArrowTask):
@@ -35,13 +62,24 @@ class VQATask(ArrowTask):
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)
-        if "vqa" not in cfg.datasets:
-            raise ValueError(f"the vqa task reads datasets=['vqa']; got {list(cfg.datasets)}")
+        self.dataset_name = vqa_dataset_name(cfg.datasets)
+        if self.dataset_name == "json_vqa" and len(self.answers) != self.num_answers:
+            raise ValueError(
+                f"answer_list={cfg.answer_list!r} holds {len(self.answers)} answers but "
+                f"vqav2_label_size={cfg.vqav2_label_size}; set vqav2_label_size={len(self.answers)}"
+            )
 
     @cached_property
     def answers(self) -> list[str]:
-        """Label → answer string."""
+        """Label → answer string: ``answer_list`` (``json_vqa``) or the Arrow answer vocabulary."""
+        if self.dataset_name == "json_vqa":
+            return list(read_answer_list(self.cfg.answer_list, self.cfg.data_root))
         return answer_vocabulary(self.cfg.data_root, self.cfg.vqav2_label_size)
+
+    @property
+    def num_answers(self) -> int:
+        """Labels a prediction chooses from (the classifier's width, ``vqav2_label_size``)."""
+        return self.cfg.vqav2_label_size
 
     @cached_property
     def human_answers(self) -> dict[int, list[str]] | None:
@@ -63,23 +101,37 @@ class VQATask(ArrowTask):
         score = soft_score_accuracy(logits.float(), targets)
         return {"loss": loss, "vqa_loss": loss.detach(), "vqa_score": torch.tensor(score)}
 
+    def predict(self, model: nn.Module, batch: dict, with_loss: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The predicted label of every question (B,) and, with ``with_loss``, the batch's loss
+        (a mean over its questions)."""
+        logits = self.logits(model, batch).float()
+        if not with_loss:
+            return logits.argmax(dim=1), None
+        targets = vqa_targets(batch["vqa_labels"], batch["vqa_scores"], logits.shape[1], logits.device)
+        return logits.argmax(dim=1), vqa_loss(logits, targets)
+
+    def progress(self, loader, split: str):
+        """``loader`` behind a progress bar (rank 0, ``progress_bar``)."""
+        return tqdm(loader, desc=f"{self.name} {split}", unit="batch", dynamic_ncols=True,
+                    disable=not (self.cfg.progress_bar and distributed.is_main()))
+
     def evaluate(self, model: nn.Module, loader, split: str = "val") -> dict[str, float]:
         device = next(model.parameters()).device
         meter = SumMeter(device)
         for key in ("questions", "score", "loss", "num_skipped_images", "official_questions", "official_accuracy"):
             meter.add(key, 0.0)
-        answer_scores = torch.zeros(self.cfg.vqav2_label_size, dtype=torch.float64, device=device)
-        for batch in loader:
+        answer_scores = torch.zeros(self.num_answers, dtype=torch.float64, device=device)
+        for batch in self.progress(loader, split):
             batch = move_to_device(batch, device)
-            logits = self.logits(model, batch).float()
-            targets = vqa_targets(batch["vqa_labels"], batch["vqa_scores"], logits.shape[1], device)
+            predicted, loss = self.predict(model, batch, with_loss=True)
+            targets = vqa_targets(batch["vqa_labels"], batch["vqa_scores"], self.num_answers, device)
             meter.add("questions", len(targets))
-            meter.add("score", soft_score_accuracy(logits, targets, reduction="sum"))
-            meter.add("loss", vqa_loss(logits, targets) * len(targets))
+            meter.add("score", targets.gather(1, predicted[:, None]).sum())
+            meter.add("loss", loss * len(targets))
             meter.add("num_skipped_images", batch.get("num_skipped_images", 0))
             answer_scores += targets.sum(dim=0).double()
             if self.human_answers is not None:
-                self._add_official(meter, logits, batch["qid"].tolist())
+                self._add_official(meter, predicted.tolist(), batch["qid"].tolist())
         sums = meter.reduce()
         answer_scores = distributed.all_reduce_sum(answer_scores)
         metrics = {
@@ -94,30 +146,31 @@ class VQATask(ArrowTask):
         metrics["the_metric"] = metrics["score"]
         return metrics
 
-    def _add_official(self, meter: SumMeter, logits: torch.Tensor, question_ids: list[int]) -> None:
-        for label, question_id in zip(logits.argmax(dim=1).tolist(), question_ids):
+    def _add_official(self, meter: SumMeter, labels: list[int], question_ids: list[int]) -> None:
+        for label, question_id in zip(labels, question_ids):
             human = self.human_answers.get(question_id)
             if human:
                 meter.add("official_questions", 1.0)
                 meter.add("official_accuracy", vqa_accuracy(self.answers[label], human))
 
+    def submission_path(self, out_dir: str) -> str:
+        """Where ``test`` writes: ``{log_dir}/vqa_submit_{checkpoint stem}.json`` (VLC's)."""
+        return os.path.join(self.cfg.log_dir, f"vqa_submit_{checkpoint_stem(self.cfg.load_path)}.json")
+
     def test(self, model: nn.Module, loader, out_dir: str) -> dict[str, float]:
-        """Predict every test question and write ``{log_dir}/vqa_submit_{checkpoint stem}.json``
-        (a list of ``{"question_id", "answer"}``, each test question exactly once)."""
+        """Predict every test question and write ``submission_path`` (a list of
+        ``{"question_id", "answer"}``, each test question exactly once)."""
         device = next(model.parameters()).device
         local: list[tuple[int, str]] = []
-        for batch in loader:
+        for batch in self.progress(loader, "test"):
             batch = move_to_device(batch, device)
-            labels = self.logits(model, batch).argmax(dim=1).tolist()
+            labels = self.predict(model, batch, with_loss=False)[0].tolist()
             local += [(qid, self.answers[label]) for qid, label in zip(batch["qid"].tolist(), labels)]
         predictions = gather_predictions(local)
         counts = {"questions": 0, "unanswered": 0}
-        path = os.path.join(self.cfg.log_dir, f"vqa_submit_{checkpoint_stem(self.cfg.load_path)}.json")
+        path = self.submission_path(out_dir)
         if distributed.is_main():
-            question_ids = [
-                qid for dataset in self.build_dataset("test").datasets
-                for qid in dataset.tables.flat_values("question_id")
-            ]
+            question_ids = split_question_ids(self.build_dataset("test"))
             counts = write_vqa_submission(predictions, question_ids, path, fallback_answer=self.answers[0])
             log.info("wrote %s (%d questions)", path, counts["questions"])
         counts = distributed.broadcast_object(counts)

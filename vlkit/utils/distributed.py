@@ -153,6 +153,19 @@ def all_reduce_min(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows of ``tensor`` concatenated in rank order (no gradient); ranks may hold
+    different numbers of rows."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return tensor
+    counts = all_gather_object(tensor.shape[0])
+    padded = tensor.new_zeros((max(counts), *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor
+    gathered = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(gathered, padded.contiguous())
+    return torch.cat([rows[:count] for rows, count in zip(gathered, counts)])
+
+
 def all_gather_object(obj: Any) -> list[Any]:
     """Every rank's ``obj`` (picklable), indexed by rank."""
     if not dist.is_initialized():

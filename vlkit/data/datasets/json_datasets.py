@@ -252,12 +252,7 @@ class JsonVqaDataset(JsonDataset):
 
     def prepare(self, data_root: str) -> None:
         """Read ``answer_list`` (answer → label)."""
-        if not self.answer_list:
-            raise ValueError(
-                f"{self.label} needs config key answer_list (ALBEF's answer_list.json, a list of "
-                f"candidate answers): set answer_list=path/answer_list.json"
-            )
-        self.answer_ids = load_answer_list(resolve_json_path(self.answer_list, data_root, "answer_list"))
+        self.answer_ids = read_answer_list(self.answer_list, data_root, self.label)
 
     @classmethod
     def config_options(cls, cfg: Any) -> dict[str, Any]:
@@ -287,6 +282,17 @@ class JsonVqaDataset(JsonDataset):
             "vqa_answer": fields["answers"], "vqa_labels": fields["labels"],
             "vqa_scores": fields["scores"], "qid": fields["qid"],
         }
+
+
+def read_answer_list(path: str, data_root: str, user: str = "json_vqa") -> dict[str, int]:
+    """The config key ``answer_list`` (found as given or under ``data_root``) as answer → label;
+    ``user`` names who needs it in the error for an empty key."""
+    if not path:
+        raise ValueError(
+            f"{user} needs config key answer_list (ALBEF's answer_list.json, a list of candidate "
+            f"answers): set answer_list=path/answer_list.json"
+        )
+    return load_answer_list(resolve_json_path(path, data_root, "answer_list"))
 
 
 class JsonNlvrDataset(JsonDataset):

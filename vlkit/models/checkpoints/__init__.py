@@ -9,6 +9,10 @@ GRIT-VLP ``{"model": ...}``), ``lightning`` (VLC, ViLT, vlkit), ``mae`` (also De
 Shapes are fitted in every format: ``*pos_embed`` tables are resampled (bicubic, CLS row kept) to
 the model's grid; ``token_type_embeddings.weight`` keeps the rows both have, new rows copy row 1.
 Any other shape difference is an error naming the key, both shapes and what to change.
+
+A model may define ``adapt_checkpoint(state) -> state``: it runs on whole-model checkpoints after
+conversion, to fill parts a variant has and the checkpoint lacks from parts it has (e.g. the
+cross-attention family's paired NLVR2 fusion layers, or its VQA answer decoder).
 """
 from __future__ import annotations
 
@@ -217,6 +221,9 @@ def apply_checkpoint(
         raise ValueError(f"checkpoint {path!r} is not in the {format!r} layout; try format='auto'")
     state, scope = FORMATS[format].convert(checkpoint)
     state, scope = _into_vision_tower(model, state, scope)
+    adapt = getattr(model, "adapt_checkpoint", None)
+    if adapt is not None and scope == "":
+        state = adapt(state)
     report = LoadReport(format=format, path=path)
     hparams = checkpoint.get("hyper_parameters", {})
     hparams = hparams.get("config") if isinstance(hparams, Mapping) else None
