@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.tasks.test_grit_pretrain import train_losses
+from tests.tasks._runs import crash_at_training_step, train_losses
 from vlkit.cli import main
 from vlkit.tasks.pretrain import PretrainTask
 
@@ -28,16 +28,7 @@ def test_albef_pretraining_resumes_exactly_with_its_momentum_model_and_queue(dat
         state["momentum_model.text_encoder.encoder.layer.0.output.dense.weight"]
     assert not torch.equal(online, teacher)  # the momentum model lags behind the trained weights
 
-    original_step = PretrainTask.training_step
-    calls = {"count": 0}
-
-    def crash_in_step_7(self, model, batch):
-        calls["count"] += 1
-        if calls["count"] == 7:
-            raise RuntimeError("simulated crash")
-        return original_step(self, model, batch)
-
-    monkeypatch.setattr(PretrainTask, "training_step", crash_in_step_7)
+    original_step = crash_at_training_step(monkeypatch, PretrainTask, 7)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(data_words, tmp_path / "crashed")
     monkeypatch.setattr(PretrainTask, "training_step", original_step)

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.tasks._runs import crash_at_training_step, train_losses
 from vlkit.cli import main
-from vlkit.engine.logging import read_metrics
 from vlkit.tasks.pretrain import PretrainTask
 
 GRIT_TINY = ["model=cross_attention", "fusion_layer=1", "max_position_embeddings=0", "image_size=64",
@@ -17,10 +17,6 @@ GRIT_TINY = ["model=cross_attention", "fusion_layer=1", "max_position_embeddings
 def run(data_words, log_dir, *words):
     assert main(["run", "with", "grit_pretrain", "tiny", *GRIT_TINY, *data_words, f"log_dir={log_dir}", *words]) == 0
     return next(Path(log_dir).glob("r/version_*"))
-
-
-def train_losses(run_dir):
-    return {r["step"]: r["train/loss"] for r in read_metrics(run_dir / "metrics.jsonl") if r["event"] == "train"}
 
 
 def test_second_epoch_trains_on_grouped_batches_and_resumes_exactly(data_words, tmp_path, monkeypatch):
@@ -46,15 +42,7 @@ def test_second_epoch_trains_on_grouped_batches_and_resumes_exactly(data_words, 
         assert indices == order[step * 32:(step + 1) * 32].tolist()
     assert sorted(sum(steps[:per_epoch], [])) == list(range(size))  # epoch 0: a shuffle of everything
 
-    calls = {"count": 0}
-
-    def crash_in_step_17(self, model, batch):
-        calls["count"] += 1
-        if calls["count"] == 17:
-            raise RuntimeError("simulated crash")
-        return original_step(self, model, batch)
-
-    monkeypatch.setattr(PretrainTask, "training_step", crash_in_step_17)
+    crash_at_training_step(monkeypatch, PretrainTask, 17)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(data_words, tmp_path / "crashed", *common)
     monkeypatch.setattr(PretrainTask, "training_step", record)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from tests.tasks._runs import crash_at_training_step, train_losses
 from vlkit.cli import main
 from vlkit.engine.logging import read_metrics
 from vlkit.tasks.pretrain import PretrainTask
@@ -24,24 +25,11 @@ def run(data_words, log_dir, *words):
     return sorted(Path(log_dir).glob("*/version_*"))[-1]
 
 
-def train_losses(run_dir):
-    return {r["step"]: r["train/loss"] for r in read_metrics(run_dir / "metrics.jsonl") if r["event"] == "train"}
-
-
 def test_resumed_run_continues_the_loss_sequence_exactly(data_words, tmp_path, monkeypatch):
     common = ["datasets=[coco]", "val_check_interval=3", "run_name=r", "max_steps=6"]
     whole = run(data_words, tmp_path / "whole", *common)
 
-    calls = {"count": 0}
-    original_step = PretrainTask.training_step
-
-    def crash_in_step_5(self, model, batch):
-        calls["count"] += 1
-        if calls["count"] == 5:
-            raise RuntimeError("simulated crash")
-        return original_step(self, model, batch)
-
-    monkeypatch.setattr(PretrainTask, "training_step", crash_in_step_5)
+    original_step = crash_at_training_step(monkeypatch, PretrainTask, 5)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(data_words, tmp_path / "crashed", *common)
     monkeypatch.setattr(PretrainTask, "training_step", original_step)
