@@ -219,3 +219,25 @@ def test_pretrain_nlvr_then_nlvr_command_lines_run_on_json_data(synthetic, tmp_p
     assert tested["split"] == "test"
     for name in ("dev_accuracy", "test_accuracy"):
         assert tested["metrics"][name] == pytest.approx(metrics[name])
+
+
+def test_albef_pretraining_under_torchrun_queues_the_features_of_both_ranks(synthetic, tmp_path):
+    """`python -m torch.distributed.run --nproc_per_node=2 Pretrain.py --config configs/albef/...`:
+    the momentum queue holds every rank's rows (16 per step), not only this rank's 8."""
+    import subprocess
+    import sys
+
+    root, info = synthetic
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(REPO / "Pretrain.py"),
+        "--config", str(REPO / "configs" / "albef" / "Pretrain.yaml"), "--output_dir", str(tmp_path / "albef"),
+        "--text_encoder", info["tokenizer"], "--device", "cpu", *TINY, *data_words(root, info),
+        "per_gpu_batchsize=8", "batch_size=16", "itc_queue_size=40", "max_steps=3", "num_workers=0",
+        f"train_file=[{os.path.join(root, 'json_pretrain', 'pretrain.json')}]",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = torch.load(tmp_path / "albef" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert state["itc_queue.ptr"].item() == 3 * 16 % 40  # a rank-local queue would be at 3 * 8
+    assert (state["itc_queue.index"] >= 0).all()  # 48 rows written: every slot holds an example

@@ -50,7 +50,9 @@ def parse_bool(text: str) -> bool:
 
 def _bert_values(path: str, config_dir: Path) -> dict[str, Any]:
     """Text-encoder shape from ALBEF's ``config_bert.json``."""
-    candidates = [Path(path), config_dir.parent / path, config_dir / Path(path).name]
+    # as given, then relative to the config's folder or any folder above it (the repository root)
+    candidates = [Path(path), *(folder / path for folder in (config_dir, *config_dir.parents)),
+                  config_dir / Path(path).name]
     found = next((p for p in candidates if p.is_file()), None)
     if found is None:
         raise ConfigError(f"bert_config={path!r}: no such file (looked in {[str(p) for p in candidates]})")

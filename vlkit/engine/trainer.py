@@ -232,10 +232,10 @@ class Trainer:
         if not self.dist.is_distributed:
             return step
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        # buffers are equal on every rank by construction (ALBEF's ITC queue is filled from all
-        # ranks), so DDP need not broadcast them before every step
+        # buffers are synchronised once here and stay equal on every rank by construction (ALBEF's
+        # ITC queue is filled from all ranks), so DDP need not broadcast them before every step
         return DistributedDataParallel(step, device_ids=device_ids, find_unused_parameters=True,
-                                       broadcast_buffers=False)
+                                       forward_sync_buffers=False)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
