@@ -1,4 +1,4 @@
-"""The ``vlkit`` command: ``run``, ``presets``, ``data synth`` and ``quickstart``."""
+"""The ``vlkit`` command: ``run``, ``presets``, ``data synth``, ``quickstart`` and ``imagenet``."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +19,7 @@ USAGE = """usage:
   vlkit presets [NAME]                  list the presets, or show what one sets
   vlkit data synth --out DIR            write the synthetic dataset and its tokenizer
   vlkit quickstart [--out DIR]          synthetic data + a short tiny VLC pre-training on CPU
+  vlkit imagenet --data_path DIR ...    ImageNet-style ViT fine-tuning (main_finetune.py's arguments)
 """
 
 
@@ -81,7 +82,9 @@ def command_data(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     info = synthesize(args.out, args.images, args.seed, args.image_size)
     print(f"wrote {len(info['files'])} Arrow files and a tokenizer to {args.out}; train with e.g.\n"
-          f"  vlkit run with task_mlm_itm_mae tiny {data_arguments(args.out, info)}")
+          f"  vlkit run with task_mlm_itm_mae tiny {data_arguments(args.out, info)}\n"
+          f"and an ImageFolder tree; fine-tune a classifier on it with e.g.\n"
+          f"  vlkit imagenet {imagenet_arguments(info)}")
     return 0
 
 
@@ -97,6 +100,15 @@ def data_arguments(data_root: str, info: dict[str, Any]) -> str:
             f"vqav2_label_size={info['vqav2_label_size']}")
 
 
+def imagenet_arguments(info: dict[str, Any]) -> str:
+    """``vlkit imagenet`` arguments for a short CPU run on a synthetic set's ImageFolder tree."""
+    tree = info["imagefolder"]
+    return (f"--data_path {tree['root']} --nb_classes {len(tree['classes'])} --model vit_tiny_patch16 "
+            "--depth 2 --embed_dim 64 --num_heads 2 --patch_size 8 --input_size 32 --batch_size 32 "
+            "--epochs 30 --warmup_epochs 3 --lr 2e-3 --device cpu --num_workers 2 "
+            "--output_dir runs/imagenet_synth --log_dir runs/imagenet_synth")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -110,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vlkit.quickstart import command_quickstart
 
         handlers["quickstart"] = command_quickstart
+    if command == "imagenet":
+        from vlkit.imagenet.main import cli as command_imagenet
+
+        handlers["imagenet"] = command_imagenet
     if command not in handlers:
         print(f"unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2

@@ -18,6 +18,10 @@
   scene), ``json_pretrain/pretrain.json`` (COCO train + restval caption lists, SBU single captions),
   ``downstream_json/coco_{train,val,test}.json``, ``vqa_{train,val,test}.json`` + ``vg_qa.json`` +
   ``answer_list.json``, and ``nlvr_{train,dev,test}.json``, each from the Arrow file of the same data;
+* ``imagefolder/{train,val}/{color}_{kind}/*.jpg``: an ImageFolder tree for image classification
+  (``main_finetune.py``), one class per shape (6 colours x 3 kinds = 18 classes), one shape per
+  image at a random place and size; ``num_images`` training and ``max(18, num_images // 4)``
+  validation images, classes balanced;
 * ``synth_info.json``: the summary that ``write_synthetic`` returns.
 
 The images are split once into train / val / test pools; training files of every dataset use only
@@ -40,6 +44,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
+from PIL import Image, ImageDraw
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import BertTokenizerFast
 
@@ -54,11 +59,16 @@ from vlkit.data.json_ann import (
 
 from vlkit.data.synthetic_scenes import (
     ANSWERS,
+    BACKGROUND,
+    COLORS,
+    KINDS,
     QA,
     Scene,
     captions,
+    draw_kind,
     hypothesis,
     nlvr2_example,
+    noisy_jpeg,
     questions,
     region_phrases,
     render,
@@ -117,7 +127,7 @@ NLVR2_SCHEMA = pa.schema([
 SNLI_SCHEMA = pa.schema([("image", pa.binary()), ("sentences", pa.list_(_TEXTS)), ("labels", _INTS)])
 
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """Bumped whenever the files written change, so a stale synthetic set is regenerated, not reused."""
 
 
@@ -456,6 +466,41 @@ def write_albef_json(out_dir: str, corpus: Corpus, files: Sequence[ArrowFile]) -
     return written
 
 
+# --- ImageFolder tree ---
+
+IMAGEFOLDER_DIR = "imagefolder"
+IMAGEFOLDER_CLASSES = tuple(f"{color}_{kind}" for color in COLORS for kind in KINDS)
+IMAGEFOLDER_RADIUS = (0.22, 0.4)
+"""Range of the shape's radius as a fraction of the image side."""
+IMAGEFOLDER_STREAMS = {"train": 3, "val": 4}
+"""Random streams of the two splits (the scenes use 0-2), so the other files do not change."""
+
+
+def class_image(name: str, image_size: int, rng: np.random.Generator) -> bytes:
+    """JPEG bytes of one ``{color}_{kind}`` shape, random radius and centre, fully inside."""
+    color, kind = name.split("_")
+    radius = rng.uniform(*IMAGEFOLDER_RADIUS) * image_size
+    cx, cy = rng.uniform(radius, image_size - radius, size=2)
+    image = Image.new("RGB", (image_size, image_size), BACKGROUND)
+    draw_kind(ImageDraw.Draw(image), kind, COLORS[color], float(cx), float(cy), float(radius))
+    return noisy_jpeg(image, rng)
+
+
+def write_imagefolder(out_dir: str, num_train: int, num_val: int, seed: int, image_size: int) -> dict:
+    """Write ``out_dir/imagefolder/{train,val}/{class}/NNNNNN.jpg``, image i of a split in class
+    ``i mod 18``; returns its summary (root, classes, image counts, chance top-1)."""
+    root = os.path.join(out_dir, IMAGEFOLDER_DIR)
+    for split, count in (("train", num_train), ("val", num_val)):
+        rng = np.random.default_rng([seed, IMAGEFOLDER_STREAMS[split]])
+        for name in IMAGEFOLDER_CLASSES:
+            os.makedirs(os.path.join(root, split, name), exist_ok=True)
+        for index in range(count):
+            name = IMAGEFOLDER_CLASSES[index % len(IMAGEFOLDER_CLASSES)]
+            _write_bytes(os.path.join(root, split, name, f"{index:06d}.jpg"), class_image(name, image_size, rng))
+    return {"root": root, "classes": list(IMAGEFOLDER_CLASSES), "train": num_train, "val": num_val,
+            "chance_top1": 1 / len(IMAGEFOLDER_CLASSES)}
+
+
 # --- tokenizer ---
 
 
@@ -575,7 +620,8 @@ def _vqa_majority(train: ArrowFile, val: ArrowFile) -> tuple[str, float]:
 
 
 def summary(
-    out_dir: str, corpus: Corpus, files: Sequence[ArrowFile], json_files: dict[str, int], vocab_size: int
+    out_dir: str, corpus: Corpus, files: Sequence[ArrowFile], json_files: dict[str, int], vocab_size: int,
+    imagefolder: dict,
 ) -> dict:
     """What ``synth_info.json`` holds."""
     by_name = {file.name: file for file in files}
@@ -597,6 +643,7 @@ def summary(
             "answer_list": os.path.join(out_dir, ANSWER_LIST),
             "files": json_files,
         },
+        "imagefolder": imagefolder,
         "chance": {
             "vqa_majority_answer": answer,
             "vqa": score,
@@ -647,6 +694,10 @@ def write_synthetic(
     tokenizer = build_tokenizer(corpus_texts(files))
     save_tokenizer(tokenizer, os.path.join(out_dir, "tokenizer"))
     log(f"saved a tokenizer of {len(tokenizer)} tokens")
-    info = summary(out_dir, corpus, files, json_files, len(tokenizer))
+    imagefolder = write_imagefolder(
+        out_dir, num_images, max(len(IMAGEFOLDER_CLASSES), num_images // 4), seed, image_size
+    )
+    log(f"wrote an ImageFolder tree of {len(IMAGEFOLDER_CLASSES)} classes to {imagefolder['root']}")
+    info = summary(out_dir, corpus, files, json_files, len(tokenizer), imagefolder)
     _write_json(os.path.join(out_dir, "synth_info.json"), info)
     return info

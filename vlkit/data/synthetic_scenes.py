@@ -161,11 +161,14 @@ def shape_box(shape: Shape, image_size: int) -> tuple[int, int, int, int]:
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, image_size: int) -> None:
-    cx, cy, r = shape_geometry(shape, image_size)
-    fill = COLORS[shape.color]
-    if shape.kind == "circle":
+    draw_kind(draw, shape.kind, COLORS[shape.color], *shape_geometry(shape, image_size))
+
+
+def draw_kind(draw: ImageDraw.ImageDraw, kind: str, fill: tuple[int, int, int], cx: float, cy: float, r: float) -> None:
+    """Draw a ``kind`` shape of radius ``r`` centred on (cx, cy)."""
+    if kind == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
-    elif shape.kind == "square":
+    elif kind == "square":
         half = 0.85 * r
         draw.rectangle((cx - half, cy - half, cx + half, cy + half), fill=fill)
     else:
@@ -178,6 +181,12 @@ def render(scene: Scene, image_size: int, rng: np.random.Generator) -> bytes:
     draw = ImageDraw.Draw(image)
     for shape in scene.shapes:
         _draw_shape(draw, shape, image_size)
+    return noisy_jpeg(image, rng)
+
+
+def noisy_jpeg(image: Image.Image, rng: np.random.Generator) -> bytes:
+    """JPEG bytes of a square RGB ``image`` with Gaussian pixel noise added."""
+    image_size = image.size[0]
     noisy = np.asarray(image, dtype=np.float32) + rng.normal(0.0, NOISE_STD, (image_size, image_size, 3))
     buffer = io.BytesIO()
     Image.fromarray(np.clip(np.rint(noisy), 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=JPEG_QUALITY)

@@ -57,9 +57,10 @@ def param_groups_layer_decay(model: nn.Module, cfg: Any) -> list[dict]:
 
     The model supplies ``layer_id(name)`` in [0, L] and ``num_layers``, with L = num_layers + 1.
     A parameter's LR scale is ``layer_decay ** (L - layer_id)``, times ``lr_mult`` for heads
-    (names containing ``HEAD_NAME_PARTS``); 1-D parameters (biases, norm weights) get no weight
-    decay. Unlike the reference, which ignores ``lr_mult`` on this path (fact sheet §9.3), heads
-    here do get it; ``lr_mult=1`` reproduces the reference. Groups are ordered by layer.
+    (names containing ``HEAD_NAME_PARTS``); 1-D parameters (biases, norm weights) and the names a
+    model lists in ``no_weight_decay()`` (timm's convention: ``pos_embed``, ``cls_token``) get no
+    weight decay. Unlike the reference, which ignores ``lr_mult`` on this path (fact sheet §9.3),
+    heads here do get it; ``lr_mult=1`` reproduces the reference. Groups are ordered by layer.
     """
     if not 0 < cfg.layer_decay <= 1:
         raise ValueError(f"layer_decay must be in (0, 1]; got {cfg.layer_decay}")
@@ -69,6 +70,7 @@ def param_groups_layer_decay(model: nn.Module, cfg: Any) -> list[dict]:
             f"needs; add them to the model or set layer_decay=1"
         )
     top = model.num_layers + 1
+    no_decay_names = set(model.no_weight_decay()) if callable(getattr(model, "no_weight_decay", None)) else set()
     buckets: dict[tuple[int, bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -76,7 +78,8 @@ def param_groups_layer_decay(model: nn.Module, cfg: Any) -> list[dict]:
         layer = model.layer_id(name)
         if not 0 <= layer <= top:
             raise ValueError(f"layer_id({name!r}) = {layer} is outside [0, {top}] (num_layers + 1)")
-        buckets.setdefault((layer, is_head(name), param.ndim == 1), []).append(param)
+        no_decay = param.ndim == 1 or name in no_decay_names
+        buckets.setdefault((layer, is_head(name), no_decay), []).append(param)
     return [
         _group(params, cfg, cfg.layer_decay ** (top - layer) * (cfg.lr_mult if head else 1.0),
                0.0 if no_decay else cfg.weight_decay)

@@ -22,7 +22,7 @@ import os
 import pickle
 import types
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -56,10 +56,12 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     resized: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    """Checkpoint keys left out on purpose (e.g. the text side when only the ViT is wanted)."""
 
     def __str__(self) -> str:
         lines = [f"loaded {self.loaded} tensors from {self.format} checkpoint {self.path}"]
-        for label in ("missing", "unexpected", "resized"):
+        for label in ("missing", "unexpected", "resized", "ignored"):
             keys = getattr(self, label)
             if keys:
                 shown = ", ".join(keys[:8]) + (f", ... ({len(keys) - 8} more)" if len(keys) > 8 else "")
@@ -178,10 +180,13 @@ def _fit_token_types(source: torch.Tensor, rows: int) -> torch.Tensor:
     return fitted
 
 
-def _fit_shapes(
-    state: dict[str, torch.Tensor], model: nn.Module, report: LoadReport, hparams: Any
+def fit_shapes(
+    state: dict[str, torch.Tensor], model: nn.Module, report: LoadReport, hparams: Any = None,
+    mismatch_error: Callable[[str, torch.Size, torch.Size, Any], Exception] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The entries the model has, shapes made to match; the others go to ``report.unexpected``."""
+    """The entries the model has, shapes made to match (``pos_embed`` resampled, token types
+    fitted); the others go to ``report.unexpected``. Any other shape difference raises
+    ``mismatch_error(key, checkpoint shape, model shape, hparams)`` (default: the loader's)."""
     targets = model.state_dict()
     fitted = {}
     for key, value in state.items():
@@ -196,7 +201,7 @@ def _fit_shapes(
             elif key == TOKEN_TYPES_KEY and value.dim() == 2 and same_width:
                 value = _fit_token_types(value, target[0])
             else:
-                raise _mismatch_error(key, value.shape, target, hparams)
+                raise (mismatch_error or _mismatch_error)(key, value.shape, target, hparams)
             report.resized.append(key)
         fitted[key] = value
     return fitted
@@ -227,7 +232,7 @@ def apply_checkpoint(
     report = LoadReport(format=format, path=path)
     hparams = checkpoint.get("hyper_parameters", {})
     hparams = hparams.get("config") if isinstance(hparams, Mapping) else None
-    fitted = _fit_shapes(state, model, report, hparams)
+    fitted = fit_shapes(state, model, report, hparams)
     result = model.load_state_dict(fitted, strict=False)
     report.loaded = len(fitted)
     report.loaded_keys = sorted(fitted)
