@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from vlkit.data.datasets.json_datasets import JsonVqaDataset, read_answer_list
+from vlkit.data.datasets.json_datasets import read_answer_list
 from vlkit.data.datasets.vqa import annotations_path, answer_vocabulary, official_answers
 from vlkit.eval.metrics import SumMeter, ratio
 from vlkit.eval.submission import checkpoint_stem, gather_predictions, write_vqa_submission
@@ -43,10 +43,7 @@ def vqa_dataset_name(datasets: Any) -> str:
 
 def split_question_ids(dataset: Dataset) -> list[int]:
     """The question id of every question of a VQA split (``ConcatSamples``), in sample order."""
-    return [
-        qid for part in dataset.datasets
-        for qid in (part.question_ids() if isinstance(part, JsonVqaDataset) else part.tables.flat_values("question_id"))
-    ]
+    return [qid for part in dataset.datasets for qid in part.question_ids()]
 
 
 class VQATask(ArrowTask):

@@ -49,6 +49,10 @@ class VQAv2Dataset(ArrowDataset):
         names = super().table_names(split)
         return names + ["vgqa_train"] if self.use_vgqa and split == "train" else names
 
+    def question_ids(self) -> list[int]:
+        """``question_id`` of every question, in sample order (as ``JsonVqaDataset``'s)."""
+        return self.tables.flat_values("question_id")
+
     def task_fields(self, row: int, slot: int) -> dict[str, Any]:
         def of_question(column: str) -> list:
             values = self.tables.value(column, row) or []
