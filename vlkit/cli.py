@@ -1,4 +1,4 @@
-"""The ``vlkit`` command: ``run``, ``presets``, ``data synth``, ``quickstart`` and ``imagenet``."""
+"""The ``vlkit`` command: ``run``, ``presets``, ``data synth|convert|check``, ``quickstart``, ``imagenet`` and ``viz``."""
 from __future__ import annotations
 
 import argparse
@@ -18,8 +18,12 @@ USAGE = """usage:
   vlkit run with NAME... key=value...   train (or test_only=True: test) with presets and overrides
   vlkit presets [NAME]                  list the presets, or show what one sets
   vlkit data synth --out DIR            write the synthetic dataset and its tokenizer
+  vlkit data convert NAME --root RAW --out DIR   convert a raw dataset to Arrow tables (+ json formats)
+  vlkit data check DIR                  report rows, missing / corrupt images, duplicates of the tables
   vlkit quickstart [--out DIR]          synthetic data + a short tiny VLC pre-training on CPU
   vlkit imagenet --data_path DIR ...    ImageNet-style ViT fine-tuning (main_finetune.py's arguments)
+  vlkit viz elip --image IMG --text TEXT --checkpoint CKPT [--out PNG] [with NAME... key=value...]
+                                        picture of the patches ELIP kept and merged at each stage
 """
 
 
@@ -79,13 +83,29 @@ def command_data(argv: Sequence[str]) -> int:
     synth.add_argument("--images", type=int, default=200, help="number of scenes (default 200)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
+    add_convert_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in ("convert", "check"):
+        return run_convert_command(args)
     info = synthesize(args.out, args.images, args.seed, args.image_size)
     print(f"wrote {len(info['files'])} Arrow files and a tokenizer to {args.out}; train with e.g.\n"
           f"  vlkit run with task_mlm_itm_mae tiny {data_arguments(args.out, info)}\n"
           f"and an ImageFolder tree; fine-tune a classifier on it with e.g.\n"
           f"  vlkit imagenet {imagenet_arguments(info)}")
     return 0
+
+
+def add_convert_commands(commands: Any) -> None:
+    """``vlkit data convert`` and ``vlkit data check`` (``vlkit.data.convert_cli``)."""
+    from vlkit.data.convert_cli import add_subcommands
+
+    add_subcommands(commands)
+
+
+def run_convert_command(args: argparse.Namespace) -> int:
+    from vlkit.data.convert_cli import run
+
+    return run(args)
 
 
 def synthesize(out: str, images: int, seed: int, image_size: int) -> dict[str, Any]:
@@ -126,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vlkit.imagenet.main import cli as command_imagenet
 
         handlers["imagenet"] = command_imagenet
+    if command == "viz":
+        from vlkit.viz.elip import command_viz
+
+        handlers["viz"] = command_viz
     if command not in handlers:
         print(f"unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2

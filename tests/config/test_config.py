@@ -117,6 +117,17 @@ def test_unknown_key_names_the_closest_valid_one():
         resolve_config(["task_mlm_itm_mae", "learnig_rate=1e-4"])
     with pytest.raises(ConfigError, match="unknown task 'mllm'.*did you mean 'mlm'"):
         resolve_config(["loss_names.mllm=1"])
+    with pytest.raises(ConfigError, match="unknown entry 'keep' in img_prune; did you mean 'keep_ratio'"):
+        resolve_config(["img_prune.keep=[0.5]"])
+    with pytest.raises(ConfigError, match="unknown entry 'begin' in img_prune"):
+        resolve_config(["img_prune={begin: [1]}"])
+
+
+def test_mapping_entries_set_one_at_a_time():
+    cfg = resolve_config(["img_prune={begin_layer: [2], keep_ratio: [0.5]}", "img_prune.keep_ratio=[0.7]"])
+    assert dict(cfg.img_prune) == {"begin_layer": [2], "keep_ratio": [0.7]}
+    with pytest.raises(ConfigError, match=r"img_prune.keep_ratio=0.7 \(float\) must be list"):
+        resolve_config(["img_prune.keep_ratio=0.7"])
 
 
 def test_unknown_preset_names_the_closest_valid_one():

@@ -2,7 +2,8 @@
 
 Presets apply left to right, then every ``key=value`` on top, as sacred did. Values are Python
 literals (``1e-4``, ``[\"coco\"]``, ``None``, ``True``) or YAML (``true``, ``null``, ``[coco, vg]``);
-anything else is a string. ``loss_names.mae=1`` sets one task weight. Every key and value is checked
+anything else is a string. ``loss_names.mae=1`` sets one task weight, ``img_prune.keep_ratio=[0.9]``
+one ELIP entry. Every key and value is checked
 against the schema before anything runs; unknown keys and presets name the closest valid one.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from vlkit.config.named_configs import expand, resolve_names
-from vlkit.config.schema import LOSS_NAMES, defaults, field_types
+from vlkit.config.schema import DICT_KEYS, LOSS_NAMES, defaults, field_types
 
 
 class ConfigError(ValueError):
@@ -55,13 +56,26 @@ def _closest(word: str, choices: Sequence[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def _entry(key: str) -> tuple[str, str] | None:
+    """(``loss_names``, ``mlm``) for ``loss_names.mlm``; None for a plain key."""
+    parent, _, entry = key.partition(".")
+    return (parent, entry) if entry and parent in DICT_KEYS else None
+
+
+def _check_entries(key: str, entries: Sequence[str]) -> None:
+    valid = DICT_KEYS[key]
+    for entry in entries:
+        if entry not in valid:
+            what = "task" if key == "loss_names" else "entry"
+            raise ConfigError(f"unknown {what} {entry!r} in {key}{_closest(entry, valid)}; valid: {list(valid)}")
+
+
 def check_key(key: str) -> None:
-    """Fail unless ``key`` is a schema key or ``loss_names.<task>``."""
+    """Fail unless ``key`` is a schema key or an entry of a mapping key (``loss_names.<task>``)."""
     types = field_types()
-    if key.startswith("loss_names."):
-        task = key.split(".", 1)[1]
-        if task not in LOSS_NAMES:
-            raise ConfigError(f"unknown task {task!r} in {key!r}{_closest(task, LOSS_NAMES)}")
+    if _entry(key):
+        parent, entry = _entry(key)
+        _check_entries(parent, [entry])
         return
     if key not in types:
         raise ConfigError(f"unknown config key {key!r}{_closest(key, list(types))}")
@@ -102,8 +116,8 @@ def type_name(kind: Any) -> str:
 
 def check_value(key: str, value: Any) -> Any:
     """``value`` converted to the declared type of ``key``; a ConfigError when it does not fit."""
-    if key.startswith("loss_names."):
-        kind = float
+    if _entry(key):
+        kind = float if key.startswith("loss_names.") else list
     else:
         kind = field_types()[key]
     ok, converted = _accepts(kind, value)
@@ -111,11 +125,9 @@ def check_value(key: str, value: Any) -> Any:
         raise ConfigError(
             f"config key {key}={value!r} ({type(value).__name__}) must be {type_name(kind)}"
         )
+    if key in DICT_KEYS:
+        _check_entries(key, sorted(converted))
     if key == "loss_names":
-        unknown = set(converted) - set(LOSS_NAMES)
-        if unknown:
-            first = sorted(unknown)[0]
-            raise ConfigError(f"unknown task {first!r} in loss_names{_closest(first, LOSS_NAMES)}")
         converted = {name: float(converted.get(name, 0)) for name in LOSS_NAMES}
     return converted
 
@@ -128,8 +140,9 @@ def apply_values(config: dict[str, Any], values: dict[str, Any], source: str) ->
             checked = check_value(key, value)
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from None
-        if key.startswith("loss_names."):
-            config["loss_names"][key.split(".", 1)[1]] = checked
+        if _entry(key):
+            parent, entry = _entry(key)
+            config[parent] = {**config[parent], entry: checked}
         else:
             config[key] = checked
 

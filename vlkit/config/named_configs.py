@@ -23,7 +23,7 @@ import yaml
 
 from vlkit.config.schema import loss_names
 
-SYSTEM_ORDER = ("vlc", "vilt", "vlkit", "grit")
+SYSTEM_ORDER = ("vlc", "vilt", "vlkit", "grit", "meter", "elip", "clipvil")
 """Systems whose presets are known, in the order that breaks ties between equal plain names."""
 META_KEYS = ("_doc", "_base")
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 LOSS_NAMES = ("itm", "mlm", "mpp", "vqa", "nlvr2", "irtr", "mae", "itc", "snli", "nlvr_ta", "vqa_decoder")
+IMG_PRUNE_KEYS = ("begin_layer", "num_act_layers", "keep_ratio")
+DICT_KEYS = {"loss_names": LOSS_NAMES, "img_prune": IMG_PRUNE_KEYS}
+"""Mapping-valued keys and their entries; ``KEY.ENTRY=value`` sets one entry on the command line."""
 
 
 def loss_names(**on: float) -> dict[str, float]:
@@ -135,7 +138,8 @@ class Config:
     num_layers)`` come in pairs, the first cross-attending to image 0, the second to image 1,
     sharing their cross-attention key/value (ALBEF: ``num_layers=18``, ``vision_layers=12``)."""
     vision_layers: int = 0
-    """``model=cross_attention``: ViT depth (0: ``num_layers``)."""
+    """``model=cross_attention``: ViT depth (0: ``num_layers``). ``model=co_attention`` with
+    ``backbone_init=random``: CLIP depth, of which the last block is dropped (0: 12)."""
     max_position_embeddings: int = 0
     """``model=cross_attention``: rows of BERT's position table (0: ``max_text_len``; BERT: 512)."""
     itc_temperature: float = 0.07
@@ -192,6 +196,100 @@ class Config:
     """ALBEF's ``answer_list.json`` (candidate answers; a position is a VQA label), for ``json_vqa``."""
     max_words: int = 30
     """Words kept by ``pre_caption`` / ``pre_question`` when the json datasets clean texts."""
+    # ELIP vision-token pruning and merging (meter_elip.md §3), an option of any ViT vision tower
+    img_prune: dict = field(default_factory=dict)
+    """ELIP stages (ELIP's METER key): ``begin_layer`` (0-based blocks before which tokens are
+    pruned), ``num_act_layers`` (look-ahead blocks scored per stage), ``keep_ratio`` (patches kept
+    per stage, a fraction of the real patch grid). Empty or ``begin_layer=[]``: no pruning."""
+    img_prune_scoring: str = "lookahead"
+    """``lookahead`` (ELIP: re-run the next ``num_act_layers`` blocks at full length without
+    gradients and take the last one's CLS-query attention) or ``cls_attention`` (the CLS-query
+    attention row of the block just run, one extra row: no look-ahead pass)."""
+    img_prune_text_weight: float = 0.2
+    """Share of the text [CLS] mixed into the image CLS state before scoring (ELIP: 1 - 0.8)."""
+    img_prune_phases: list = field(default_factory=lambda: ["pretrain", "finetune", "eval"])
+    """When pruning runs: any of ``pretrain`` (training with ``is_pretrain``), ``finetune``
+    (training otherwise) and ``eval`` (evaluation and inference). ELIP-METER: all three;
+    ELIP-ALBEF: ``[pretrain]``."""
+    # CLIP-ViL (clipvil.md): the ``clipvil`` family, its LXMERT-format data and its two optimizers
+    clip_model_name: str = "RN50"
+    """``model=clipvil``: the open_clip ModifiedResNet (RN50, RN101, RN50x4, RN50x16, RN50x64)."""
+    clip_layers: list = field(default_factory=list)
+    """Bottleneck blocks per stage instead of ``clip_model_name``'s (tiny models); empty: the named model's."""
+    clip_width: int = 0
+    """Stem width instead of ``clip_model_name``'s (grid features are 32x wider); 0: the named model's."""
+    clip_path: str = ""
+    """Local OpenAI CLIP archive or open_clip checkpoint whose ResNet fills the grid backbone."""
+    clip_freeze: bool = False
+    """Freeze the CLIP backbone's parameters (the reference's ``--freeze_clip``)."""
+    image_size_min: int = 384
+    """CLIP-ViL images: short side after resizing, and short side of the padded canvas."""
+    image_size_max: int = 640
+    """CLIP-ViL images: cap of the long side, and long side of the padded canvas."""
+    dynamic_padding: bool = False
+    """Pad each batch to its largest resized image instead of the fixed canvas."""
+    aspect_ratio_group_factor: int = -1
+    """Batches of one aspect-ratio group (bins ``2 ** linspace(-1, 1, 2k + 1)``); -1: plain shuffle."""
+    sub_sampling: bool = False
+    """Keep ``sub_feat_num`` random grid cells per image while training (CLIP-ViL pre-training)."""
+    sub_feat_num: int = 36
+    use_positional_embedding: bool = True
+    """Add learned row and column embeddings (``pos_num`` each) to the grid features."""
+    pos_num: int = 25
+    attend_padded_cells: bool = False
+    """Let every token attend to grid cells that cover only padding (the reference); False masks them."""
+    relation_layers: int = 0
+    """``model=clipvil`` two-stream LXMERT layout: visual self-attention layers (``--rlayers``)."""
+    cross_layers: int = 0
+    """``model=clipvil``: LXMERT cross-modality layers (``--xlayers``); 0 with ``relation_layers=0``
+    is the published single-stream encoder over [text; grid] tokens."""
+    qa_label_size: int = 0
+    """Answers of the pre-training QA head (stage two; LXMERT: 9500); 0: no QA head or loss."""
+    qa_answers: str = ""
+    """LXMERT's ``all_ans.json`` (``[{"ans", "dsets"}]``, a position is a QA label)."""
+    qa_sets: list = field(default_factory=list)
+    """Keep only QA answers of these ``dsets`` (``vqa``, ``gqa``, ``visual7w``); empty: all."""
+    lxmert_limit_sources: list = field(default_factory=list)
+    """``sentf`` sources skipped when reading LXMERT pre-training json (``--limit_source``)."""
+    vqa_head_from_qa: bool = False
+    """Fill ``vqa_classifier`` from a checkpoint's QA head, row by matching answer (``--loadLXMERTQA``)."""
+    vqa_loss_scale: float = 0.0
+    """CLIP-ViL VQA: mean BCE times this (``--loss_scale``); 0: times the answer count (vlkit's vqa loss)."""
+    visual_optimizer: str = ""
+    """A separate optimizer for the model's visual backbone: ``sgd`` or ``adamw``; empty: none."""
+    visual_learning_rate: float = 0.001
+    visual_momentum: float = 0.0
+    visual_weight_decay: float = 0.0004
+    visual_lr_milestones: list = field(default_factory=lambda: [2, 5])
+    """Epochs (0-based) from which the visual optimizer's LR is multiplied by another 0.1."""
+    load_optimizer_states: list = field(default_factory=list)
+    """Files of ``optimizer.state_dict()`` restored into optimizer i (main, visual) before training; "" skips."""
+    load_scheduler_states: list = field(default_factory=list)
+    """Files of ``scheduler.state_dict()`` restored into schedule i before training; "" skips."""
+    reference_checkpoint_dir: str = ""
+    """``model=clipvil``: also write every checkpoint in the reference's layout into this folder
+    (``--output``): ``EpochNN_LXRT*.pth`` / ``EpochNNStepS_LXRT*.pth`` when pre-training,
+    ``BEST.pth`` / ``LAST.pth`` for VQA; empty: vlkit's checkpoints only."""
+    # METER (model=co_attention, meter_elip.md §1.2, §2)
+    num_top_layer: int = 6
+    """``model=co_attention``: co-attention layers per stream (METER: 6)."""
+    input_image_embed_size: int = 768
+    """``model=co_attention``: width of the vision tower's tokens (CLIP ViT-B: 768), projected to ``hidden_size``."""
+    input_text_embed_size: int = 768
+    """``model=co_attention``: width of the text tower's states (RoBERTa/BERT-base: 768), projected to ``hidden_size``."""
+    lr_mult_head: Union[float, None] = None
+    """LR multiplier of the task heads that the model names (METER's key: 5 to 50); None: ``lr_mult``."""
+    lr_mult_cross_modal: float = 1
+    """LR multiplier of the parameters whose names contain ``cross_modal`` (METER's fusion part: 5)."""
+    backbone_init: str = "pretrained"
+    """``model=co_attention``: ``pretrained`` loads the CLIP weights that ``vit`` names and the text
+    model in the ``tokenizer`` folder, as METER; ``random`` builds both from random weights, sized
+    by ``input_image_embed_size``/``vision_layers``/``patch_size`` and
+    ``input_text_embed_size``/``text_layers`` (CPU runs: ``meter_tiny``)."""
+    clip_cache_dir: str = "~/.cache/clip"
+    """Folder where ``vit=ViT-B/16`` finds ``ViT-B-16.pt`` (where OpenAI's CLIP loader caches it)."""
+    text_layers: int = 12
+    """``backbone_init=random``: layers of the text tower."""
 
 
 def defaults() -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Sized
+from typing import Any, Iterator, Sequence, Sized
 
 import numpy as np
 import torch
@@ -241,9 +241,83 @@ def _merged(states: list[dict[str, Any]]) -> dict[str, Any]:
     return {"groupings": max(s["groupings"] for s in states), **merged}
 
 
+def aspect_ratio_groups(ratios: Sequence[float], factor: int) -> np.ndarray:
+    """Group of each height/width ratio: its place among the edges ``2 ** linspace(-1, 1, 2k + 1)``
+    (bisect right; k = ``factor``). k = 0 splits at 1.0 (landscape / square-or-portrait), k = 5
+    gives 12 groups."""
+    if factor < 0:
+        raise ValueError(f"aspect_ratio_group_factor={factor}: grouping needs a factor >= 0 (-1 switches it off)")
+    edges = 2.0 ** np.linspace(-1, 1, 2 * factor + 1) if factor else np.array([1.0])  # linspace(-1, 1, 1) is [-1]
+    return np.searchsorted(edges, np.asarray(ratios, dtype=np.float64), side="right")
+
+
+class AspectRatioGroupedSampler(ResumableDistributedSampler):
+    """Batches whose examples share an aspect-ratio group (CLIP-ViL's ``aspect_ratio_group_factor``).
+
+    Each epoch shuffles with ``seed + epoch``, cuts every group into chunks of ``batch_size`` (a
+    group's last chunk is filled up with its own first members, as the reference's sampler tops up
+    groups), shuffles the chunks, and deals them out: rank r takes chunks r, r + W, ..., so every
+    batch is one chunk. Every example is in every epoch (the reference's grouped sampler could skip
+    some); at most ``batch_size - 1`` repeats per group fill the last chunks, and whole chunks
+    repeat to give every rank as many. Resumes mid-epoch like its parent.
+    """
+
+    def __init__(self, dataset: Sized, *, batch_size: int, groups: Sequence[int], **kwargs):
+        super().__init__(dataset, **kwargs)
+        if batch_size < 1:
+            raise ValueError(f"aspect-ratio grouping needs batch_size >= 1 (per_gpu_batchsize); got {batch_size}")
+        self.groups = np.asarray(groups)
+        if len(self.groups) != self.dataset_size:
+            raise ValueError(f"{len(self.groups)} aspect-ratio groups for a dataset of {self.dataset_size} samples")
+        self.batch_size = batch_size
+
+    def _chunks(self) -> list[np.ndarray]:
+        """This epoch's chunks, in order, before padding for the ranks."""
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.dataset_size, generator=generator).numpy()
+        chunks = []
+        for group in np.unique(self.groups):
+            members = order[self.groups[order] == group]
+            filled = np.asarray(_cycle_to(members.tolist(), math.ceil(len(members) / self.batch_size) * self.batch_size))
+            chunks += _split_chunks(filled, self.batch_size)
+        return [chunks[i] for i in torch.randperm(len(chunks), generator=generator).tolist()]
+
+    def _rank_chunks(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
+        padded = chunks + [chunks[k % len(chunks)] for k in range((-len(chunks)) % self.num_replicas)] if chunks else []
+        return padded[self.rank::self.num_replicas]
+
+    def _remaining_chunks(self) -> list[np.ndarray]:
+        return self._chunks()[self._start // self.batch_size:]
+
+    @property
+    def epoch_size(self) -> int:
+        _, sizes = np.unique(self.groups, return_counts=True)
+        chunks = int(sum(math.ceil(size / self.batch_size) for size in sizes))
+        return math.ceil(chunks / self.num_replicas) * self.num_replicas * self.batch_size
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return self.epoch_size // self.num_replicas
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        for chunk in self._rank_chunks(self._remaining_chunks()):
+            for index in chunk.tolist():
+                yield index, sample_seed(self.seed, self.epoch, index)
+
+    def __len__(self) -> int:
+        return len(self._rank_chunks(self._remaining_chunks())) * self.batch_size
+
+
 def build_train_sampler(cfg: Any, dataset: Sized, num_replicas: int, rank: int) -> ResumableDistributedSampler:
-    """The training sampler ``cfg.train_sampler`` names: ``random`` or ``grit``."""
+    """The training sampler: ``train_sampler`` ``random`` or ``grit``, or with
+    ``aspect_ratio_group_factor`` >= 0 aspect-ratio groups of a dataset with ``aspect_ratios()``."""
     common = {"num_replicas": num_replicas, "rank": rank, "seed": cfg.seed, "training": True}
+    if cfg.get("aspect_ratio_group_factor", -1) >= 0:
+        if not callable(getattr(dataset, "aspect_ratios", None)):
+            raise ValueError(f"aspect_ratio_group_factor={cfg.aspect_ratio_group_factor} needs a dataset that knows "
+                             f"its images' aspect ratios ({type(dataset).__name__} does not); set it to -1")
+        groups = aspect_ratio_groups(dataset.aspect_ratios(), cfg.aspect_ratio_group_factor)
+        return AspectRatioGroupedSampler(dataset, batch_size=cfg.per_gpu_batchsize, groups=groups, **common)
     if cfg.train_sampler == "random":
         return ResumableDistributedSampler(dataset, **common)
     if cfg.train_sampler == "grit":

@@ -22,6 +22,7 @@
   (``main_finetune.py``), one class per shape (6 colours x 3 kinds = 18 classes), one shape per
   image at a random place and size; ``num_images`` training and ``max(18, num_images // 4)``
   validation images, classes balanced;
+* ``clipvil/``: CLIP-ViL's LXMERT-format json and image folders (``vlkit.data.synthetic_lxmert``);
 * ``synth_info.json``: the summary that ``write_synthetic`` returns.
 
 The images are split once into train / val / test pools; training files of every dataset use only
@@ -57,6 +58,7 @@ from vlkit.data.json_ann import (
     vqa_entry,
 )
 
+from vlkit.data.synthetic_lxmert import write_lxmert
 from vlkit.data.synthetic_scenes import (
     ANSWERS,
     BACKGROUND,
@@ -127,7 +129,7 @@ NLVR2_SCHEMA = pa.schema([
 SNLI_SCHEMA = pa.schema([("image", pa.binary()), ("sentences", pa.list_(_TEXTS)), ("labels", _INTS)])
 
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 """Bumped whenever the files written change, so a stale synthetic set is regenerated, not reused."""
 
 
@@ -691,6 +693,8 @@ def write_synthetic(
     _write_files(out_dir, corpus, files, log)
     json_files = write_albef_json(out_dir, corpus, files)
     log(f"wrote {len(corpus.images)} images and {len(json_files)} json files")
+    clipvil = write_lxmert(out_dir, corpus, files, _write_bytes, _write_json)
+    log(f"wrote CLIP-ViL's LXMERT-format json and images to {clipvil['root']}")
     tokenizer = build_tokenizer(corpus_texts(files))
     save_tokenizer(tokenizer, os.path.join(out_dir, "tokenizer"))
     log(f"saved a tokenizer of {len(tokenizer)} tokens")
@@ -698,6 +702,6 @@ def write_synthetic(
         out_dir, num_images, max(len(IMAGEFOLDER_CLASSES), num_images // 4), seed, image_size
     )
     log(f"wrote an ImageFolder tree of {len(IMAGEFOLDER_CLASSES)} classes to {imagefolder['root']}")
-    info = summary(out_dir, corpus, files, json_files, len(tokenizer), imagefolder)
+    info = {**summary(out_dir, corpus, files, json_files, len(tokenizer), imagefolder), "clipvil": clipvil}
     _write_json(os.path.join(out_dir, "synth_info.json"), info)
     return info

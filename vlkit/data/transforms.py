@@ -1,6 +1,7 @@
 """Image transforms by key (fact sheet §5): PIL image in, normalised float tensor (3, H, W) out.
 
-``mae``, ``mae_randaug`` and ``mae_test`` (VLC) give S×S; ``pixelbert`` and ``pixelbert_randaug``
+``mae``, ``mae_randaug`` and ``mae_test`` (VLC), ``albef_*`` (ALBEF / GRIT-VLP) and ``clip``,
+``clip_randaug``, ``imagenet``, ``imagenet_randaug`` (METER) give S×S; ``pixelbert`` and ``pixelbert_randaug``
 (ViLT) keep the aspect ratio and give sides that are multiples of 32. All randomness comes from the
 torch global RNG, so a dataset seeds it per sample (``vlkit.utils.seeding.seeded``).
 
@@ -143,10 +144,39 @@ def albef_test(size: int) -> ImageTransform:
     ])
 
 
+def _resize_center_crop(size: int, mean: tuple, std: tuple) -> list:
+    return [v2.Resize(size, interpolation=BICUBIC), v2.CenterCrop(size), v2.RGB(), *_to_normalised_tensor(mean, std)]
+
+
+def clip(size: int) -> ImageTransform:
+    """METER (meter_elip.md §4.3): bicubic resize of the shorter side to S, centre crop S×S, CLIP
+    normalisation."""
+    return v2.Compose(_resize_center_crop(size, CLIP_MEAN, CLIP_STD))
+
+
+def clip_randaug(size: int) -> ImageTransform:
+    """METER fine-tuning: RandAugment(2, 9) first, then ``clip`` (no flip)."""
+    return v2.Compose([v2.RGB(), _randaugment(), *_resize_center_crop(size, CLIP_MEAN, CLIP_STD)])
+
+
+def imagenet(size: int) -> ImageTransform:
+    """METER's Swin input: ``clip``'s resize and crop with ImageNet normalisation."""
+    return v2.Compose(_resize_center_crop(size, IMAGENET_MEAN, IMAGENET_STD))
+
+
+def imagenet_randaug(size: int) -> ImageTransform:
+    """RandAugment(2, 9) first, then ``imagenet``."""
+    return v2.Compose([v2.RGB(), _randaugment(), *_resize_center_crop(size, IMAGENET_MEAN, IMAGENET_STD)])
+
+
 TRANSFORMS: dict[str, Callable[[int], ImageTransform]] = {
     "albef_pretrain": albef_pretrain,
     "albef_train": albef_train,
     "albef_test": albef_test,
+    "clip": clip,
+    "clip_randaug": clip_randaug,
+    "imagenet": imagenet,
+    "imagenet_randaug": imagenet_randaug,
     "mae": mae,
     "mae_randaug": mae_randaug,
     "mae_test": mae_test,

@@ -11,7 +11,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -38,19 +38,20 @@ def native_rng_state(state: dict) -> dict:
 def build_checkpoint(
     *,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    optimizers: Sequence[torch.optim.Optimizer],
+    schedulers: Sequence[torch.optim.lr_scheduler.LRScheduler],
     config: dict,
     global_step: int,
     epoch: int,
     resume_state: dict[str, Any],
 ) -> dict[str, Any]:
-    """The checkpoint dict; ``model`` is the unwrapped module (no ``module.`` prefix)."""
+    """The checkpoint dict; ``model`` is the unwrapped module (no ``module.`` prefix). Every
+    optimizer and schedule is kept, in order (Lightning's lists)."""
     return {
         "state_dict": model.state_dict(),
         "hyper_parameters": {"config": config},
-        "optimizer_states": [optimizer.state_dict()],
-        "lr_schedulers": [scheduler.state_dict()],
+        "optimizer_states": [optimizer.state_dict() for optimizer in optimizers],
+        "lr_schedulers": [scheduler.state_dict() for scheduler in schedulers],
         "global_step": global_step,
         "epoch": epoch,
         "vlkit": {**resume_state, "version": vlkit.__version__},
@@ -104,3 +105,36 @@ def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = RESUME_
     if missing:
         raise ValueError(f"checkpoint {path} lacks {missing}; it was not written by vlkit's Trainer")
     return checkpoint
+
+
+def restore_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, source: str) -> None:
+    """``optimizer.load_state_dict(state)`` after checking that every saved per-parameter tensor
+    has its parameter's shape (torch checks only group sizes, so a state saved for another
+    parameter order would load silently); ``source`` names the file in errors."""
+    params = [param for group in optimizer.param_groups for param in group["params"]]
+    saved_groups = state.get("param_groups", [])
+    saved_ids = [pid for group in saved_groups for pid in group["params"]]
+    if len(saved_ids) != len(params) or len(saved_groups) != len(optimizer.param_groups):
+        raise ValueError(
+            f"{source}: optimizer state for {len(saved_ids)} parameters in {len(saved_groups)} groups, but this "
+            f"optimizer has {len(params)} in {len(optimizer.param_groups)}; it was saved for another model or "
+            "optimizer set-up: start that optimizer fresh"
+        )
+    for pid, param in zip(saved_ids, params):
+        for name, value in state.get("state", {}).get(pid, {}).items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape:
+                raise ValueError(
+                    f"{source}: saved {name!r} of shape {tuple(value.shape)} for a parameter of shape "
+                    f"{tuple(param.shape)}: the state follows another parameter order; start that optimizer fresh"
+                )
+    optimizer.load_state_dict(state)
+
+
+def read_state_file(path: str | os.PathLike, what: str) -> dict:
+    """A ``torch.save``d state dict (an optimizer's or a schedule's), read on CPU."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} state file {path} does not exist; check the path or leave it out")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{what} state file {path} holds a {type(state).__name__}, not a state dict")
+    return state

@@ -5,6 +5,7 @@ Schedules multiply each group's own starting LR, so relative scales hold for the
 """
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 import torch
@@ -16,16 +17,35 @@ NO_DECAY_NAME_PARTS = (
 )
 """Vanilla grouping: a parameter whose name contains one of these gets no weight decay."""
 HEAD_NAME_PARTS = ("vqa_classifier", "nlvr2_classifier", "snli_classifier")
-"""A parameter whose name contains one of these is a task head and trains at ``lr * lr_mult``."""
-VANILLA_GROUP_ORDER = ((False, False), (False, True), (True, False), (True, True))
-"""(is head, no decay) of the vanilla groups, in the reference's order."""
+"""A parameter whose name contains one of these is a task head and trains at ``lr * lr_mult``
+(a model may name its own heads in ``lr_head_name_parts``, as METER's)."""
+LR_KINDS = ("body", "head", "cross_modal")
+"""Parameter kinds with their own LR multiplier, in the reference's group order."""
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SGD_MOMENTUM = 0.9
+VISUAL_OPTIMIZERS = ("sgd", "adamw")
+VISUAL_LR_GAMMA = 0.1
+"""Factor of the visual optimizer's LR at each of ``visual_lr_milestones`` (CLIP-ViL's step schedule)."""
 
 
-def is_head(name: str) -> bool:
-    """Whether a parameter belongs to a task head (see ``HEAD_NAME_PARTS``)."""
-    return any(part in name for part in HEAD_NAME_PARTS)
+def lr_kind(model: nn.Module, name: str) -> str:
+    """``head`` when the name contains one of the model's ``lr_head_name_parts`` (default
+    ``HEAD_NAME_PARTS``), else ``cross_modal`` when it contains one of its
+    ``lr_cross_modal_name_parts`` (METER: ``cross_modal``; none by default), else ``body``."""
+    if any(part in name for part in getattr(model, "lr_head_name_parts", HEAD_NAME_PARTS)):
+        return "head"
+    if any(part in name for part in getattr(model, "lr_cross_modal_name_parts", ())):
+        return "cross_modal"
+    return "body"
+
+
+def lr_mult(cfg: Any, kind: str) -> float:
+    """LR multiplier of a parameter kind: heads ``lr_mult_head`` (None: ``lr_mult``), the
+    cross-modal part ``lr_mult_cross_modal``, the body 1."""
+    if kind == "head":
+        head = getattr(cfg, "lr_mult_head", None)
+        return cfg.lr_mult if head is None else head
+    return getattr(cfg, "lr_mult_cross_modal", 1.0) if kind == "cross_modal" else 1.0
 
 
 def _group(params: list[nn.Parameter], cfg: Any, lr_scale: float, weight_decay: float) -> dict:
@@ -33,31 +53,41 @@ def _group(params: list[nn.Parameter], cfg: Any, lr_scale: float, weight_decay: 
     return {"params": params, "lr": lr, "lr_scale": lr_scale, "weight_decay": weight_decay}
 
 
-def param_groups_vanilla(model: nn.Module, cfg: Any) -> list[dict]:
-    """The reference's pre-training groups: {decay, no decay} x {body, head}, trainable only.
-
-    No decay when the name contains one of ``NO_DECAY_NAME_PARTS``; heads get ``lr * lr_mult``.
-    Empty groups are dropped; the rest keep the order body/decay, body/no-decay, head/decay,
-    head/no-decay.
-    """
-    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {key: [] for key in VANILLA_GROUP_ORDER}
+def _trainable(model: nn.Module, exclude: tuple[str, ...]):
+    """``(name, parameter)`` of the trainable parameters whose names start with none of ``exclude``."""
     for name, param in model.named_parameters():
-        if param.requires_grad:
-            no_decay = any(part in name for part in NO_DECAY_NAME_PARTS)
-            buckets[(is_head(name), no_decay)].append(param)
+        if param.requires_grad and not (exclude and name.startswith(exclude)):
+            yield name, param
+
+
+def param_groups_vanilla(model: nn.Module, cfg: Any, exclude: tuple[str, ...] = ()) -> list[dict]:
+    """The reference's groups: {body, head, cross-modal} x {decay, no decay}, trainable only
+    (VLC/ViLT have no cross-modal kind; METER has all six, meter_elip.md §2.9).
+
+    No decay when the name contains one of ``NO_DECAY_NAME_PARTS``; each kind trains at
+    ``lr * lr_mult(cfg, kind)`` (see ``lr_kind``). Empty groups are dropped; the rest keep the
+    order body/decay, body/no-decay, head/decay, head/no-decay, cross-modal/decay,
+    cross-modal/no-decay. Names starting with one of ``exclude`` are left out (another optimizer's).
+    """
+    buckets: dict[tuple[str, bool], list[nn.Parameter]] = {
+        (kind, no_decay): [] for kind in LR_KINDS for no_decay in (False, True)
+    }
+    for name, param in _trainable(model, exclude):
+        no_decay = any(part in name for part in NO_DECAY_NAME_PARTS)
+        buckets[(lr_kind(model, name), no_decay)].append(param)
     return [
-        _group(params, cfg, cfg.lr_mult if head else 1.0, 0.0 if no_decay else cfg.weight_decay)
-        for (head, no_decay), params in buckets.items()
+        _group(params, cfg, lr_mult(cfg, kind), 0.0 if no_decay else cfg.weight_decay)
+        for (kind, no_decay), params in buckets.items()
         if params
     ]
 
 
-def param_groups_layer_decay(model: nn.Module, cfg: Any) -> list[dict]:
+def param_groups_layer_decay(model: nn.Module, cfg: Any, exclude: tuple[str, ...] = ()) -> list[dict]:
     """Fine-tuning groups with layer-wise LR decay, trainable parameters only.
 
     The model supplies ``layer_id(name)`` in [0, L] and ``num_layers``, with L = num_layers + 1.
-    A parameter's LR scale is ``layer_decay ** (L - layer_id)``, times ``lr_mult`` for heads
-    (names containing ``HEAD_NAME_PARTS``); 1-D parameters (biases, norm weights) and the names a
+    A parameter's LR scale is ``layer_decay ** (L - layer_id)``, times ``lr_mult(cfg, kind)``
+    (heads: ``lr_mult``, see ``lr_kind``); 1-D parameters (biases, norm weights) and the names a
     model lists in ``no_weight_decay()`` (timm's convention: ``pos_embed``, ``cls_token``) get no
     weight decay. Unlike the reference, which ignores ``lr_mult`` on this path (fact sheet §9.3),
     heads here do get it; ``lr_mult=1`` reproduces the reference. Groups are ordered by layer.
@@ -71,23 +101,23 @@ def param_groups_layer_decay(model: nn.Module, cfg: Any) -> list[dict]:
         )
     top = model.num_layers + 1
     no_decay_names = set(model.no_weight_decay()) if callable(getattr(model, "no_weight_decay", None)) else set()
-    buckets: dict[tuple[int, bool, bool], list[nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
+    buckets: dict[tuple[int, str, bool], list[nn.Parameter]] = {}
+    for name, param in _trainable(model, exclude):
         layer = model.layer_id(name)
         if not 0 <= layer <= top:
             raise ValueError(f"layer_id({name!r}) = {layer} is outside [0, {top}] (num_layers + 1)")
         no_decay = param.ndim == 1 or name in no_decay_names
-        buckets.setdefault((layer, is_head(name), no_decay), []).append(param)
+        buckets.setdefault((layer, lr_kind(model, name), no_decay), []).append(param)
     return [
-        _group(params, cfg, cfg.layer_decay ** (top - layer) * (cfg.lr_mult if head else 1.0),
+        _group(params, cfg, cfg.layer_decay ** (top - layer) * lr_mult(cfg, kind),
                0.0 if no_decay else cfg.weight_decay)
-        for (layer, head, no_decay), params in sorted(buckets.items(), key=lambda item: item[0])
+        for (layer, kind, no_decay), params in sorted(
+            buckets.items(), key=lambda item: (item[0][0], LR_KINDS.index(item[0][1]), item[0][2])
+        )
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: Any, exclude: tuple[str, ...] = ()) -> torch.optim.Optimizer:
     """The optimizer named by ``cfg.optim_type`` over the groups that ``cfg.is_pretrain`` selects.
 
     Pre-training (and fine-tuning with ``layer_decay=1``) uses the vanilla groups, fine-tuning the
@@ -95,14 +125,14 @@ def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
     reference's HF AdamW up to where eps enters (HF adds it before the bias correction of the second
     moment) and whether decay uses the pre- or post-update weights: negligible at eps=1e-8. ``adam``
     (L2 decay through the groups, with ``adam_betas``/``adam_eps``) and ``sgd`` (momentum 0.9) are
-    the alternatives.
+    the alternatives. Parameters whose names start with one of ``exclude`` are left out.
     """
     if cfg.optim_type not in OPTIMIZERS:
         raise ValueError(f"unknown optim_type {cfg.optim_type!r}; valid: {list(OPTIMIZERS)}")
     if cfg.is_pretrain or cfg.layer_decay == 1:
-        groups = param_groups_vanilla(model, cfg)
+        groups = param_groups_vanilla(model, cfg, exclude)
     else:
-        groups = param_groups_layer_decay(model, cfg)
+        groups = param_groups_layer_decay(model, cfg, exclude)
     if not groups:
         raise ValueError(f"{type(model).__name__} has no trainable parameter to optimize")
     if cfg.optim_type == "sgd":
@@ -153,3 +183,65 @@ def build_scheduler(
             optimizer, warmup, total_steps, lr_end=cfg.end_lr, power=power
         )
     raise ValueError(f"decay_power must be a number or 'cosine'; got {power!r}")
+
+
+def visual_prefix(model: nn.Module, cfg: Any) -> str | None:
+    """The parameter-name prefix of the backbone that ``cfg.visual_optimizer`` trains (None: no
+    separate optimizer); the model names it in ``visual_backbone_prefix``."""
+    if not cfg.visual_optimizer:
+        return None
+    if cfg.visual_optimizer not in VISUAL_OPTIMIZERS:
+        raise ValueError(f"visual_optimizer={cfg.visual_optimizer!r}: choose one of {list(VISUAL_OPTIMIZERS)} or ''")
+    prefix = getattr(model, "visual_backbone_prefix", None)
+    if not prefix:
+        raise ValueError(
+            f"visual_optimizer={cfg.visual_optimizer!r} but {type(model).__name__} names no visual backbone "
+            "(visual_backbone_prefix); set visual_optimizer='' or use model=clipvil"
+        )
+    return prefix
+
+
+def build_visual_optimizer(model: nn.Module, cfg: Any, prefix: str) -> torch.optim.Optimizer:
+    """SGD (``visual_momentum``) or AdamW over the trainable parameters under ``prefix``, one group
+    with ``visual_learning_rate`` and ``visual_weight_decay`` (CLIP-ViL's optimizer for CLIP)."""
+    params = [param for name, param in model.named_parameters() if param.requires_grad and name.startswith(prefix)]
+    if not params:
+        raise ValueError(f"visual_optimizer={cfg.visual_optimizer!r}: no trainable parameter under {prefix!r} "
+                         "(is the backbone frozen?); set visual_optimizer=''")
+    group = {"params": params, "lr": cfg.visual_learning_rate, "lr_scale": 1.0,
+             "weight_decay": cfg.visual_weight_decay}
+    if cfg.visual_optimizer == "sgd":
+        return torch.optim.SGD([group], lr=cfg.visual_learning_rate, momentum=cfg.visual_momentum)
+    return torch.optim.AdamW([group], lr=cfg.visual_learning_rate, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+
+
+def build_optimizers(model: nn.Module, cfg: Any) -> list[torch.optim.Optimizer]:
+    """``[main]``, or ``[main, visual]`` with ``visual_optimizer``: the visual backbone's
+    parameters then belong to the second optimizer only."""
+    prefix = visual_prefix(model, cfg)
+    if prefix is None:
+        return [build_optimizer(model, cfg)]
+    return [build_optimizer(model, cfg, exclude=(prefix,)), build_visual_optimizer(model, cfg, prefix)]
+
+
+def build_milestone_scheduler(
+    optimizer: torch.optim.Optimizer, milestones: list[int], steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """LR × ``VISUAL_LR_GAMMA`` ** (milestones <= the current 0-based epoch), stepped once per
+    optimizer step; ``steps_per_epoch`` optimizer steps make an epoch. No warm-up (CLIP-ViL's SGD)."""
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1; got {steps_per_epoch}")
+    edges = sorted(int(m) for m in milestones)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: VISUAL_LR_GAMMA ** bisect.bisect_right(edges, step // steps_per_epoch)
+    )
+
+
+def build_schedulers(
+    optimizers: list[torch.optim.Optimizer], cfg: Any, total_steps: int, steps_per_epoch: int
+) -> list[torch.optim.lr_scheduler.LambdaLR]:
+    """The main optimizer's warm-up/decay schedule, and for a visual optimizer its epoch milestones."""
+    schedulers = [build_scheduler(optimizers[0], cfg, total_steps)]
+    schedulers += [build_milestone_scheduler(opt, list(cfg.visual_lr_milestones), steps_per_epoch)
+                   for opt in optimizers[1:]]
+    return schedulers

@@ -20,12 +20,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from vlkit.data.samplers import ResumableDistributedSampler, build_train_sampler
 from vlkit.engine.checkpoint import (
-    build_checkpoint, load_checkpoint, native_rng_state, portable_rng_state, save_checkpoint,
+    build_checkpoint, load_checkpoint, native_rng_state, portable_rng_state, read_state_file,
+    restore_optimizer_state, save_checkpoint,
 )
 from vlkit.engine.logging import (
     PLOT_FILE, IntervalMeter, MetricsLogger, create_version_dir, peak_memory_mb, plot_curves, run_name,
 )
-from vlkit.engine.optim import build_optimizer, build_scheduler
+from vlkit.engine.optim import build_optimizers, build_schedulers
 from vlkit.engine.progress import ProgressBar
 from vlkit.eval.metrics import evaluation_record
 from vlkit.tasks.base import Task
@@ -306,8 +307,10 @@ class Trainer:
         total_steps = self._total_steps(self.batches_per_epoch)
         self.max_steps = None if self.fast_dev_batches else cfg.max_steps
         self.max_epochs = 1 if self.fast_dev_batches else (cfg.max_epoch if cfg.max_steps is None else None)
-        self.optimizer = build_optimizer(self.model, cfg)
-        self.scheduler = build_scheduler(self.optimizer, cfg, self._schedule_steps(total_steps))
+        self.optimizers = build_optimizers(self.model, cfg)
+        steps_per_epoch = math.ceil(self.batches_per_epoch / self.accumulation)
+        self.schedulers = build_schedulers(self.optimizers, cfg, self._schedule_steps(total_steps), steps_per_epoch)
+        self._load_optimizer_files()
         self.scaler = torch.amp.GradScaler(self.device.type) if self.autocast_dtype == torch.float16 else None
         self.state = TrainState()
         self._last_event_step: int | None = None
@@ -315,6 +318,36 @@ class Trainer:
         self._shown_loss: float | None = None
         self._shown_rate: float | None = None
         return total_steps
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The main optimizer (the first of ``optimizers``)."""
+        return self.optimizers[0]
+
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        """The main optimizer's schedule (the first of ``schedulers``)."""
+        return self.schedulers[0]
+
+    def _load_optimizer_files(self) -> None:
+        """Restore ``load_optimizer_states`` / ``load_scheduler_states`` (entry i: optimizer or
+        schedule i, "" keeps it fresh), then set every group's LR from its schedule."""
+        for key, targets in (("load_optimizer_states", self.optimizers), ("load_scheduler_states", self.schedulers)):
+            files = list(self.cfg[key] or [])
+            if len(files) > len(targets):
+                raise ValueError(f"{key} lists {len(files)} files but the run has {len(targets)}; give one per "
+                                 f"optimizer (main first, then the visual one) or '' to skip one")
+            for target, path in zip(targets, files):
+                if not path:
+                    continue
+                state = read_state_file(path, key)
+                if isinstance(target, torch.optim.Optimizer):
+                    restore_optimizer_state(target, state, f"{key} {path}")
+                else:
+                    target.load_state_dict(state)
+        for optimizer, scheduler in zip(self.optimizers, self.schedulers):
+            for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+                group["lr"] = lr
 
     def _finished(self) -> bool:
         if self.max_steps is not None and self.state.global_step >= self.max_steps:
@@ -395,20 +428,25 @@ class Trainer:
         )
 
     def _optimizer_step(self) -> None:
+        """Clip the global gradient norm (over every optimizer's parameters) and step every
+        optimizer and its schedule."""
         clip = self.cfg.gradient_clip_val
+        if self.scaler is not None and clip > 0:
+            for optimizer in self.optimizers:
+                self.scaler.unscale_(optimizer)
+        if clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        for optimizer in self.optimizers:
+            if self.scaler is not None:
+                self.scaler.step(optimizer)
+            else:
+                optimizer.step()
         if self.scaler is not None:
-            if clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            self.scaler.step(self.optimizer)
             self.scaler.update()
-        else:
-            if clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            self.optimizer.step()
-        self._step_lr = max(group["lr"] for group in self.optimizer.param_groups)
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._step_lrs = [max(group["lr"] for group in optimizer.param_groups) for optimizer in self.optimizers]
+        for optimizer, scheduler in zip(self.optimizers, self.schedulers):
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
         self.state.global_step += 1
 
     def _after_step(self, micro_batches: int) -> None:
@@ -430,7 +468,8 @@ class Trainer:
         self.meter.reset()
         self.logger.log({
             "event": "train", "step": self.state.global_step, "epoch": self.state.epoch,
-            "lr": self._step_lr, **summary, "peak_memory_mb": peak_memory_mb(self.device),
+            "lr": self._step_lrs[0], **{f"lr_{i}": lr for i, lr in enumerate(self._step_lrs[1:], 1)},
+            **summary, "peak_memory_mb": peak_memory_mb(self.device),
             "num_skipped_images": self._flush_skipped(),
         })
         self._shown_loss, self._shown_rate = summary.get("train/loss"), summary["samples_per_s"]
@@ -500,7 +539,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         checkpoint = build_checkpoint(
-            model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+            model=self.model, optimizers=self.optimizers, schedulers=self.schedulers,
             config=OmegaConf.to_container(self.cfg, resolve=True),
             global_step=self.state.global_step, epoch=self.state.epoch,
             resume_state={
@@ -514,6 +553,8 @@ class Trainer:
         save_checkpoint(checkpoint, self.checkpoint_dir / "last.ckpt")
         if is_best:
             save_checkpoint(checkpoint, self.checkpoint_dir / "best.ckpt")
+        within_epoch = 0 < self.state.batch_in_epoch < self.batches_per_epoch
+        self.task.on_checkpoint(checkpoint, is_best, end_of_epoch=not within_epoch)
 
     def _resume(self, path: str) -> dict | None:
         """Restore everything from ``path``; returns this rank's RNG state, to set just before the
@@ -521,8 +562,16 @@ class Trainer:
         checkpoint = load_checkpoint(path)
         saved = checkpoint["vlkit"]
         self.model.load_state_dict(checkpoint["state_dict"])
-        self.optimizer.load_state_dict(checkpoint["optimizer_states"][0])
-        self.scheduler.load_state_dict(checkpoint["lr_schedulers"][0])
+        saved_optimizers, saved_schedulers = checkpoint["optimizer_states"], checkpoint["lr_schedulers"]
+        if len(saved_optimizers) != len(self.optimizers) or len(saved_schedulers) != len(self.schedulers):
+            raise ValueError(
+                f"{path} holds {len(saved_optimizers)} optimizer(s) but this run builds {len(self.optimizers)}; "
+                "resume with the same visual_optimizer setting"
+            )
+        for optimizer, state in zip(self.optimizers, saved_optimizers):
+            optimizer.load_state_dict(state)
+        for scheduler, state in zip(self.schedulers, saved_schedulers):
+            scheduler.load_state_dict(state)
         if self.scaler is not None and saved["scaler"] is not None:
             self.scaler.load_state_dict(saved["scaler"])
         self.train_sampler.load_state_dict(saved["sampler"])

@@ -15,6 +15,8 @@ from vlkit.models.checkpoints import (
     load_checkpoint,
     read_checkpoint,
 )
+from vlkit.models.fusion.clipvil import build_clipvil
+from vlkit.models.fusion.co_attention import CoAttentionModel
 from vlkit.models.fusion.cross_attention import CrossAttentionModel
 from vlkit.models.fusion.single_stream import SingleStreamModel
 from vlkit.models.momentum import attach_momentum, copy_online_into_momentum
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 MODEL_FAMILIES: dict[str, Callable[[Any], nn.Module]] = {
     "single_stream": SingleStreamModel,
     "cross_attention": CrossAttentionModel,
+    "co_attention": CoAttentionModel,
+    "clipvil": build_clipvil,
 }
 
 

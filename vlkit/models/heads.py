@@ -2,7 +2,8 @@
 
 ``HEADS`` maps a ``loss_names`` entry to (attribute name, builder); a model builds the head when
 that entry is > 0. A builder takes the config and the width of the model's pooled features
-(``cls_feats``), so one head serves every model family. A new head is a module plus one entry here.
+(``cls_feats``: ``hidden_size``, or twice that in METER's co-attention family), so one head serves
+every model family. A new head is a module plus one entry here.
 """
 from __future__ import annotations
 
@@ -120,12 +121,14 @@ def init_rank_from_itm(model: nn.Module) -> None:
 
 
 HEADS: dict[str, tuple[str, Callable[[Any, int], nn.Module]]] = {
-    "mlm": ("mlm_score", lambda cfg, width: MLMHead(width, cfg.vocab_size)),
+    # MLM reads token states and ITC unimodal features, both hidden_size wide
+    "mlm": ("mlm_score", lambda cfg, width: MLMHead(cfg.hidden_size, cfg.vocab_size)),
     "itm": ("itm_score", lambda cfg, width: ITMHead(width)),
-    "itc": ("itc_head", lambda cfg, width: ITCHead(width, cfg.itc_embed_dim, cfg.itc_temperature)),
-    "vqa": ("vqa_classifier", lambda cfg, width: classifier(width, 2 * width, cfg.vqav2_label_size)),
-    "nlvr2": ("nlvr2_classifier", lambda cfg, width: classifier(2 * width, 2 * width, 2)),
-    "snli": ("snli_classifier", lambda cfg, width: classifier(width, 2 * width, 3)),
+    "itc": ("itc_head", lambda cfg, width: ITCHead(cfg.hidden_size, cfg.itc_embed_dim, cfg.itc_temperature)),
+    # classifiers are 2 * hidden_size wide inside (ViLT: 768 → 1536; METER: 1536 → 1536)
+    "vqa": ("vqa_classifier", lambda cfg, width: classifier(width, 2 * cfg.hidden_size, cfg.vqav2_label_size)),
+    "nlvr2": ("nlvr2_classifier", lambda cfg, width: classifier(2 * width, 2 * cfg.hidden_size, 2)),
+    "snli": ("snli_classifier", lambda cfg, width: classifier(width, 2 * cfg.hidden_size, 3)),
     "irtr": ("rank_output", lambda cfg, width: _bert_linear(width, 1)),
     # ALBEF's text assignment (NLVR2 pre-training): which slot holds the text's image, or neither
     "nlvr_ta": ("ta_head", lambda cfg, width: nn.Linear(width, 3)),

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlkit.models.heads import HEADS
+from vlkit.models.token_reduction import switch_off_token_pruning
 from vlkit.utils import distributed
 
 MOMENTUM_HEADS = ("itc_head", "mlm_score")
@@ -67,6 +68,7 @@ def build_momentum_copy(model: nn.Module) -> nn.Module:
     if hasattr(teacher, "itc_head"):
         del teacher.itc_head.logit_scale
     teacher.requires_grad_(False)
+    switch_off_token_pruning(teacher)  # ELIP prunes the online encoder only
     return teacher
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from vlkit.tasks.base import Task
 from vlkit.tasks.classification import Nlvr2Task, SnliVeTask
+from vlkit.tasks.clipvil import ClipVilPretrainTask, ClipVilVqaTask
 from vlkit.tasks.irtr import AlbefRetrievalTask, IRTRTask
 from vlkit.tasks.nlvr_ta import NlvrTextAssignmentTask
 from vlkit.tasks.pretrain import PRETRAIN_TERMS, PretrainTask, runs
@@ -21,6 +22,8 @@ TASKS: dict[str, type[Task]] = {
     "snli": SnliVeTask,
     "nlvr_ta": NlvrTextAssignmentTask,
     "vqa_decoder": VqaRankTask,
+    "clipvil_pretrain": ClipVilPretrainTask,
+    "clipvil_vqa": ClipVilVqaTask,
 }
 
 

@@ -45,6 +45,11 @@ class Task(abc.ABC):
     def on_train_batch(self, epoch: int, batch_in_epoch: int, batches_per_epoch: int) -> None:
         """Called before each training batch (e.g. to ramp a loss weight over the first epoch)."""
 
+    def on_checkpoint(self, checkpoint: dict[str, Any], is_best: bool, end_of_epoch: bool) -> None:
+        """Called on rank 0 after the trainer writes ``checkpoint`` (``last.ckpt``, and
+        ``best.ckpt`` when ``is_best``; ``end_of_epoch``: written as the epoch's last batch
+        finished), e.g. to export it in a reference repository's layout."""
+
     def evaluation_info(self) -> dict[str, Any]:
         """How this task evaluates, recorded with every evaluation (e.g. the retrieval protocol)."""
         return {}

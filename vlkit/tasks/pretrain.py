@@ -24,6 +24,7 @@ from torch import nn
 from vlkit.eval.metrics import SumMeter
 from vlkit.models.fusion.single_stream import drops_patches
 from vlkit.models.momentum import momentum_update
+from vlkit.models.token_reduction import schedule_from_config
 from vlkit.objectives import (
     LossOutput, distilled_mlm_loss, in_batch_negatives, itm_labels, itm_loss, mae_loss, wpa_loss,
 )
@@ -158,8 +159,12 @@ class PretrainTask(ArrowTask):
         return self._itm_outputs(model, features, labels)
 
     def _embed_image(self, model: nn.Module, batch: dict) -> dict:
-        """The image as ITC and in-batch ITM see it (patches dropped as ``itm_patch_drop`` says)."""
-        return model.embed_image(batch["image"], mask_image=self.cfg.itm_patch_drop)
+        """The image as ITC and in-batch ITM see it (patches dropped as ``itm_patch_drop`` says;
+        ELIP, when on, scores its patches against the paired caption)."""
+        text = {}
+        if schedule_from_config(self.cfg) is not None:
+            text = {"text_ids": batch["text_ids"], "text_masks": batch["text_masks"]}
+        return model.embed_image(batch["image"], mask_image=self.cfg.itm_patch_drop, **text)
 
     def _shares_image_pass(self) -> bool:
         """Whether the MLM pass sees the image as ITM/ITC do (no patches dropped in either)."""

@@ -24,6 +24,7 @@ from torch import nn
 
 from vlkit.models.masking import patchify, random_masking
 from vlkit.models.pos_embed import sincos_2d
+from vlkit.models.token_reduction import TokenPruner, token_pruner_from_config
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,8 @@ class VisionTransformer(nn.Module):
         self.pos_drop = nn.Dropout(drop_rate)
         self.blocks = _blocks(dim, depth, num_heads, mlp_ratio, drop_rate)
         self.norm = LAYER_NORM(dim)
+        self.token_pruner: TokenPruner | None = None
+        """ELIP pruning of the encoder blocks (``token_reduction.token_pruner_from_config``), or None."""
 
         self.has_decoder = decoder_dim > 0
         if self.has_decoder:
@@ -170,13 +173,26 @@ class VisionTransformer(nn.Module):
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
         return self.pos_drop(torch.cat([cls, x], dim=1)), mask, ids_restore
 
-    def encode(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None):
-        """Encoder blocks then the final norm; ``key_padding_mask`` (B, L) is 1 for real tokens."""
+    def prunes(self) -> bool:
+        """Whether an ``encode`` with ``image_start`` prunes now (a pruner, active in this phase)."""
+        return self.token_pruner is not None and self.token_pruner.active()
+
+    def encode(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None, *,
+               image_start: int | None = None, text_cls: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder blocks then the final norm; ``key_padding_mask`` (B, L) is 1 for real tokens.
+
+        ``image_start``: position of the image CLS, whose patches run to the end of ``tokens``;
+        given, the ELIP pruner (when there is one and it is active) shortens the patch tokens with
+        ``text_cls`` (B, D) as the text vector (``TokenPruner.forward``). None: no pruning.
+        """
+        if image_start is not None and self.prunes():
+            x, _ = self.token_pruner(self.blocks, tokens, key_padding_mask, image_start, text_cls)
+            return self.norm(x)
         return self.norm(_run_blocks(self.blocks, tokens, key_padding_mask))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Image-only features (B, 1 + N, D), all patches kept."""
-        return self.encode(self.embed(images)[0])
+    def forward(self, images: torch.Tensor, text_cls: torch.Tensor | None = None) -> torch.Tensor:
+        """Image-only features (B, 1 + N, D), or fewer tokens when ELIP prunes (with ``text_cls``)."""
+        return self.encode(self.embed(images)[0], image_start=0, text_cls=text_cls)
 
     def decode(self, features: torch.Tensor, ids_restore: torch.Tensor | None) -> torch.Tensor:
         """MAE pixel prediction (B, N, p·p·3) from encoder image tokens (B, 1 + K, D).
@@ -206,11 +222,17 @@ class VisionTransformer(nn.Module):
         return patchify(images, self.patch_size)
 
 
+def with_token_pruner(tower: VisionTransformer, cfg: Any) -> VisionTransformer:
+    """``tower`` with the ELIP pruner that ``cfg``'s ``img_prune*`` keys ask for (none when off)."""
+    tower.token_pruner = token_pruner_from_config(cfg, tower.blocks, tower.num_patches)
+    return tower
+
+
 def build_vision_tower(cfg: Any) -> VisionTransformer:
-    """The tower described by ``cfg`` (vit, hidden_size, num_layers, ..., loss_names.mae)."""
+    """The tower described by ``cfg`` (vit, hidden_size, num_layers, ..., loss_names.mae, img_prune)."""
     flavour = vit_flavour(cfg.vit, cfg.patch_size)
     with_decoder = cfg.loss_names.mae > 0
-    return VisionTransformer(
+    tower = VisionTransformer(
         image_size=cfg.image_size,
         patch_size=cfg.patch_size,
         dim=cfg.hidden_size,
@@ -223,3 +245,4 @@ def build_vision_tower(cfg: Any) -> VisionTransformer:
         decoder_depth=cfg.mae_decoder_depth,
         decoder_heads=cfg.mae_decoder_heads,
     )
+    return with_token_pruner(tower, cfg)

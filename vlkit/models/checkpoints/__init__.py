@@ -1,13 +1,15 @@
 """Checkpoint loading: read a file, detect its format, convert its keys, fit shapes, load.
 
 Formats (one module each, tried in this order by ``format="auto"``): ``albef`` (ALBEF and
-GRIT-VLP ``{"model": ...}``), ``lightning`` (VLC, ViLT, vlkit), ``mae`` (also DeiT) (``{"model": unprefixed ViT keys}``) and
+GRIT-VLP ``{"model": ...}``), ``lightning`` (VLC, ViLT, vlkit), ``meter`` (METER and vlkit's
+co_attention), ``mae`` (also DeiT) (``{"model": unprefixed ViT keys}``) and
 ``timm`` (plain ViT state dict). A module offers ``matches(checkpoint)`` and ``convert(checkpoint)
 -> (state dict in model key names, scope)``; ``scope`` is the key prefix the format fills
-(``""`` = whole model), and only keys under it count as missing.
+(``""`` = whole model), and only keys under it count as missing. A module may also offer
+``ignored_keys(checkpoint)``: keys it leaves out on purpose (reported as ``ignored``).
 
-Shapes are fitted in every format: ``*pos_embed`` tables are resampled (bicubic, CLS row kept) to
-the model's grid; ``token_type_embeddings.weight`` keeps the rows both have, new rows copy row 1.
+Shapes are fitted in every format: ``*pos_embed`` and CLIP ``*positional_embedding`` tables are
+resampled (bicubic, CLS row kept) to the model's grid; ``token_type_embeddings.weight`` keeps the rows both have, new rows copy row 1.
 Any other shape difference is an error naming the key, both shapes and what to change.
 
 A model may define ``adapt_checkpoint(state) -> state``: it runs on whole-model checkpoints after
@@ -27,12 +29,13 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from vlkit.models.checkpoints import albef, lightning, mae, timm_vit
+from vlkit.models.checkpoints import albef, clipvil, lightning, mae, meter, timm_vit
 from vlkit.models.pos_embed import grid_side, resample_pos_embed
 
 log = logging.getLogger(__name__)
 
-FORMATS = {"albef": albef, "lightning": lightning, "mae": mae, "timm": timm_vit}
+FORMATS = {"albef": albef, "lightning": lightning, "meter": meter, "clipvil": clipvil, "mae": mae,
+           "timm": timm_vit}
 VISION_TOWER_FORMATS = ("mae", "timm")
 VISION_SCOPE = "transformer."
 """Where vision-tower formats put their keys; a model whose tower lives elsewhere names it in
@@ -141,7 +144,8 @@ def detect_format(checkpoint: Mapping[str, Any], path: str = "") -> str:
     raise ValueError(
         f"checkpoint {path!r} matches no known format: top-level keys {top}, first weight keys "
         f"{sorted(map(str, inner))[:10]}. Supported: lightning (state_dict with 'transformer.' / "
-        "'text_embeddings.' keys), mae ({'model': unprefixed ViT keys}), timm (unprefixed ViT "
+        "'text_embeddings.' keys), meter (state_dict with 'vit_model.' / 'cross_modal_text_layers.' "
+        "keys), mae ({'model': unprefixed ViT keys}), timm (unprefixed ViT "
         "state dict with 'patch_embed.proj.weight')"
     )
 
@@ -198,6 +202,8 @@ def fit_shapes(
             same_width = value.dim() == len(target) and value.shape[-1] == target[-1]
             if key.endswith("pos_embed") and value.dim() == 3 and same_width:
                 value = resample_pos_embed(value, grid_side(targets[key]), key=key)
+            elif key.endswith("positional_embedding") and value.dim() == 2 and same_width:  # CLIP's (1 + G², D)
+                value = resample_pos_embed(value[None], grid_side(targets[key][None]), key=key)[0]
             elif key == TOKEN_TYPES_KEY and value.dim() == 2 and same_width:
                 value = _fit_token_types(value, target[0])
             else:
@@ -230,6 +236,8 @@ def apply_checkpoint(
     if adapt is not None and scope == "":
         state = adapt(state)
     report = LoadReport(format=format, path=path)
+    ignored_keys = getattr(FORMATS[format], "ignored_keys", None)
+    report.ignored = ignored_keys(checkpoint) if ignored_keys else []
     hparams = checkpoint.get("hyper_parameters", {})
     hparams = hparams.get("config") if isinstance(hparams, Mapping) else None
     fitted = fit_shapes(state, model, report, hparams)

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.models.bert.modeling_bert import BertConfig, BertEmbeddings
 
-from vlkit.models.backbones.vit import VisionTransformer
+from vlkit.models.backbones.vit import VisionTransformer, with_token_pruner
 from vlkit.models.heads import bert_init, build_heads, pair_classifier
+from vlkit.models.token_reduction import check_no_patch_dropping
 
 BERT_LAYER_NORM_EPS = 1e-12
 
@@ -248,15 +249,15 @@ def answer_decoder_from_encoder(state: dict[str, torch.Tensor], fusion_layer: in
 
 def build_albef_vit(cfg: Any) -> VisionTransformer:
     """ALBEF's ViT (learned positions, no dropout, LayerNorm 1e-6), with an MAE decoder when
-    ``loss_names.mae`` > 0 (MAE masking on this family)."""
+    ``loss_names.mae`` > 0 (MAE masking on this family) and ELIP's pruner when ``img_prune`` is set."""
     with_decoder = cfg.loss_names.get("mae", 0) > 0
-    return VisionTransformer(
+    return with_token_pruner(VisionTransformer(
         image_size=cfg.image_size, patch_size=cfg.patch_size, dim=cfg.hidden_size,
         depth=cfg.vision_layers or cfg.num_layers, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio,
         learned_pos=True, drop_rate=0.0,
         decoder_dim=cfg.mae_decoder_dim if with_decoder else 0,
         decoder_depth=cfg.mae_decoder_depth, decoder_heads=cfg.mae_decoder_heads,
-    )
+    ), cfg)
 
 
 class CrossAttentionModel(nn.Module):
@@ -269,6 +270,11 @@ class CrossAttentionModel(nn.Module):
     With ``pair_fusion`` (ALBEF's NLVR2 model) one pass reads both images of a pair (``infer``
     with a pair of images or of ``embed_image`` dicts), and the NLVR2 head is ALBEF's
     ``cls_head`` on the fused CLS (``heads.pair_classifier``) instead of the two-pass classifier.
+
+    ELIP (``img_prune``) prunes the ViT's patch tokens, scored against the unimodal text [CLS]
+    (the text-only layers' output, as ELIP-ALBEF) of the caption the image is fused with, or
+    against the image CLS alone when ``embed_image`` gets no text. The momentum model stays full
+    length (``vlkit.models.momentum``).
     """
 
     vision_tower_prefix = "visual_encoder."
@@ -280,6 +286,7 @@ class CrossAttentionModel(nn.Module):
         self.num_layers = cfg.num_layers
         self.mask_ratio = cfg.mask_ratio
         self.patch_drop = bool(cfg.mae_patch_drop)
+        check_no_patch_dropping(cfg, self.patch_drop)
         self.pair_fusion = bool(cfg.pair_fusion)
         self.visual_encoder = build_albef_vit(cfg)
         self.text_encoder = BertFusionEncoder(cfg, image_width=cfg.hidden_size)
@@ -296,14 +303,23 @@ class CrossAttentionModel(nn.Module):
         """Width of ``cls_feats`` (what task heads take)."""
         return self.hidden_size
 
-    def embed_image(self, image: torch.Tensor, image_token_type_idx: int = 1,
-                    mask_image: bool | None = None) -> dict[str, torch.Tensor]:
+    def embed_image(self, image: torch.Tensor, image_token_type_idx: int = 1, mask_image: bool | None = None,
+                    text_ids: torch.Tensor | None = None,
+                    text_masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The ViT's output tokens (B, 1 + K, D) with ``masks`` and, when patches were dropped,
         ``mae_mask`` / ``mae_ids_restore``. ``image_token_type_idx`` does not apply (no type
-        embeddings on image tokens in this family)."""
+        embeddings on image tokens in this family). ``text_ids`` / ``text_masks``: the caption
+        whose unimodal [CLS] ELIP scores the patches against, read only when the ViT prunes."""
+        text_cls = None
+        if text_ids is not None and self.visual_encoder.prunes():
+            text_cls = self.text_encoder.encode_text(text_ids, text_masks)[:, 0]
+        return self._embed_image(image, mask_image, text_cls)
+
+    def _embed_image(self, image: torch.Tensor, mask_image: bool | None,
+                     text_cls: torch.Tensor | None) -> dict[str, torch.Tensor]:
         drop = self.patch_drop if mask_image is None else mask_image
         tokens, mae_mask, ids_restore = self.visual_encoder.embed(image, self.mask_ratio if drop else 0.0)
-        tokens = self.visual_encoder.encode(tokens)
+        tokens = self.visual_encoder.encode(tokens, image_start=0, text_cls=text_cls)
         out = {"tokens": tokens, "masks": torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device)}
         if mae_mask is not None:
             out["mae_mask"], out["mae_ids_restore"] = mae_mask, ids_restore
@@ -329,10 +345,16 @@ class CrossAttentionModel(nn.Module):
             raise ValueError("a pair of images needs the paired encoder: build the model with pair_fusion=True")
         if self.pair_fusion:
             return self._infer_pair(text_ids, text_masks, image, mask_image, image_embeds)
+        text = None
         if image_embeds is None:
-            image_embeds = self.embed_image(image, image_token_type_idx, mask_image)
+            text_cls = None
+            if self.visual_encoder.prunes():  # ELIP: the text first, its [CLS] scores the patches
+                text = self.text_encoder.encode_text(text_ids, text_masks)
+                text_cls = text[:, 0]
+            image_embeds = self._embed_image(image, mask_image, text_cls)
         image_masks = image_embeds["masks"].to(text_masks.dtype)
-        text = self.text_encoder.encode_text(text_ids, text_masks)
+        if text is None:
+            text = self.text_encoder.encode_text(text_ids, text_masks)
         fused = self.text_encoder.fuse(text, text_masks, image_embeds["tokens"], image_masks)
         out = {
             "text_feats": fused, "image_feats": image_embeds["tokens"], "cls_feats": fused[:, 0],
@@ -343,11 +365,16 @@ class CrossAttentionModel(nn.Module):
                 out[key] = image_embeds[key]
         return out
 
-    def embed_image_pair(self, first: torch.Tensor, second: torch.Tensor,
-                         mask_image: bool | None = None) -> list[dict[str, torch.Tensor]]:
+    def embed_image_pair(self, first: torch.Tensor, second: torch.Tensor, mask_image: bool | None = None,
+                         text_ids: torch.Tensor | None = None,
+                         text_masks: torch.Tensor | None = None) -> list[dict[str, torch.Tensor]]:
         """Both images of each pair through the ViT as one batch of 2B (as ALBEF), split back into
-        ``[embeds of image 0, embeds of image 1]`` (``embed_image`` dicts)."""
-        both = self.embed_image(torch.cat([first, second]), mask_image=mask_image)
+        ``[embeds of image 0, embeds of image 1]`` (``embed_image`` dicts); ELIP scores both
+        images against the same caption."""
+        if text_ids is not None:
+            text_ids, text_masks = torch.cat([text_ids, text_ids]), torch.cat([text_masks, text_masks])
+        both = self.embed_image(torch.cat([first, second]), mask_image=mask_image, text_ids=text_ids,
+                                text_masks=text_masks)
         size = first.shape[0]
         return [{key: value[:size] for key, value in both.items()},
                 {key: value[size:] for key, value in both.items()}]
@@ -359,7 +386,7 @@ class CrossAttentionModel(nn.Module):
         if len(views) != 2:
             raise ValueError(f"a paired model fuses 2 images per text; got {len(views)}")
         if image_embeds is None:
-            views = self.embed_image_pair(*views, mask_image=mask_image)
+            views = self.embed_image_pair(*views, mask_image=mask_image, text_ids=text_ids, text_masks=text_masks)
         tokens = [view["tokens"] for view in views]
         image_masks = [view["masks"].to(text_masks.dtype) for view in views]
         text = self.text_encoder.encode_text(text_ids, text_masks)

@@ -13,6 +13,7 @@ from transformers.models.bert.modeling_bert import BertConfig, BertEmbeddings
 
 from vlkit.models.backbones.vit import build_vision_tower, vit_flavour
 from vlkit.models.heads import Pooler, bert_init, build_heads
+from vlkit.models.token_reduction import check_no_patch_dropping
 
 EMBEDDING_PARTS = ("cls_token", "pos_embed", "mask_token", "patch_embed")
 
@@ -48,10 +49,16 @@ class SingleStreamModel(nn.Module):
     Attributes: ``text_embeddings``, ``token_type_embeddings`` (2 rows, 3 when
     ``loss_names.nlvr2`` > 0), ``transformer`` (vision tower and fusion blocks), ``pooler``, and
     the heads of ``vlkit.models.heads.HEADS`` whose ``loss_names`` value is > 0.
+
+    ELIP (``img_prune``) prunes only the image patch tokens of the joint sequence; the text
+    tokens are never pruned. The text vector mixed into the image CLS is the text [CLS] state at
+    the scoring block's input (no separate text encoder here); an image-only pass scores with
+    the image CLS alone. It does not compose with MAE patch dropping (a clear error at build).
     """
 
     def __init__(self, cfg: Any):
         super().__init__()
+        check_no_patch_dropping(cfg, drops_patches(cfg))
         self.hidden_size = cfg.hidden_size
         self.num_layers = cfg.num_layers
         self.max_text_len = cfg.max_text_len
@@ -73,14 +80,16 @@ class SingleStreamModel(nn.Module):
         return self.hidden_size
 
     def embed_image(
-        self, image: torch.Tensor, image_token_type_idx: int = 1, mask_image: bool | None = None
+        self, image: torch.Tensor, image_token_type_idx: int = 1, mask_image: bool | None = None,
+        text_ids: torch.Tensor | None = None, text_masks: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Image tokens ready for fusion: patch + position + token-type embeddings.
 
         Returns ``tokens`` (B, 1 + K, H), ``masks`` (B, 1 + K) and, when patches were dropped
         (``mask_image``; None: the model's default), ``mae_mask`` and ``mae_ids_restore``. Every
         entry has the batch first, so a retrieval evaluator can compute it once per image and
-        index rows of it for many captions.
+        index rows of it for many captions. ``text_ids`` / ``text_masks`` (the caption ELIP scores
+        against in a two-tower family) are not needed here: this family prunes in the joint pass.
         """
         drop = self.patch_drop if mask_image is None else mask_image
         tokens, mae_mask, ids_restore = self.transformer.embed(image, self.mask_ratio if drop else 0.0)
@@ -117,9 +126,9 @@ class SingleStreamModel(nn.Module):
 
         ``mask_image`` drops ``mask_ratio`` of the patches (None: ``mae_patch_drop``, or
         ``is_pretrain`` when that is None). Returns ``text_feats`` (B, L, H), ``image_feats``
-        (B, 1 + K, H), ``cls_feats`` (pooled, B, H), ``raw_cls_feats``, ``text_masks``,
-        ``image_masks`` and, when patches were dropped, ``mae_mask`` (B, N; 1 = removed) and
-        ``mae_ids_restore`` (B, N).
+        (B, 1 + K, H; fewer tokens when ELIP prunes), ``cls_feats`` (pooled, B, H),
+        ``raw_cls_feats``, ``text_masks``, ``image_masks`` and, when patches were dropped,
+        ``mae_mask`` (B, N; 1 = removed) and ``mae_ids_restore`` (B, N).
         """
         if (image is None) == (image_embeds is None):
             raise ValueError("give exactly one of image and image_embeds")
@@ -127,10 +136,13 @@ class SingleStreamModel(nn.Module):
             image_embeds = self.embed_image(image, image_token_type_idx, mask_image)
         text = self.embed_text(text_ids)
         image_masks = image_embeds["masks"].to(text_masks.dtype)
-        x = self.transformer.encode(
-            torch.cat([text, image_embeds["tokens"]], dim=1), torch.cat([text_masks, image_masks], dim=1)
-        )
         text_len = text_ids.shape[1]
+        x = self.transformer.encode(
+            torch.cat([text, image_embeds["tokens"]], dim=1), torch.cat([text_masks, image_masks], dim=1),
+            image_start=text_len,
+        )
+        if x.shape[1] - text_len != image_masks.shape[1]:  # ELIP pruned: every remaining image token is real
+            image_masks = image_masks.new_ones(x.shape[0], x.shape[1] - text_len)
         out = {
             "text_feats": x[:, :text_len],
             "image_feats": x[:, text_len:],
@@ -150,7 +162,7 @@ class SingleStreamModel(nn.Module):
 
     def image_only_feats(self, image_embeds: dict[str, torch.Tensor]) -> torch.Tensor:
         """The image alone (``embed_image`` output) through the transformer: its CLS features (B, H)."""
-        return self.transformer.encode(image_embeds["tokens"], image_embeds["masks"])[:, 0]
+        return self.transformer.encode(image_embeds["tokens"], image_embeds["masks"], image_start=0)[:, 0]
 
     def mae_predict(self, image_feats: torch.Tensor, ids_restore: torch.Tensor | None) -> torch.Tensor:
         """MAE decoder prediction (B, N, p·p·3) from ``infer``'s ``image_feats`` and ids_restore."""
