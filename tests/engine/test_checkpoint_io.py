@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from vlkit.engine.checkpoint import load_checkpoint, native_rng_state, portable_rng_state, save_checkpoint
+from vlkit.engine.checkpoint import load_checkpoint, native_rng_state, portable_rng_state
+from vlkit.utils.atomic import atomic_torch_save
 from vlkit.utils.seeding import rng_state, seed_everything, set_rng_state
 
 
 def test_a_write_failing_midway_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
     path = tmp_path / "last.ckpt"
-    save_checkpoint({"global_step": 1, "weights": torch.ones(3)}, path)
+    atomic_torch_save({"global_step": 1, "weights": torch.ones(3)}, path)
 
     def save_half_then_fail(obj, handle):
         handle.write(b"PK\x03\x04 half a zip")
@@ -21,7 +22,7 @@ def test_a_write_failing_midway_keeps_the_old_file_and_leaves_no_temp_file(tmp_p
 
     monkeypatch.setattr(torch, "save", save_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint({"global_step": 2, "weights": torch.zeros(3)}, path)
+        atomic_torch_save({"global_step": 2, "weights": torch.zeros(3)}, path)
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["last.ckpt"]
     old = load_checkpoint(path, required=("global_step",))
@@ -30,7 +31,7 @@ def test_a_write_failing_midway_keeps_the_old_file_and_leaves_no_temp_file(tmp_p
 
 def test_stale_temp_files_from_a_killed_writer_are_removed(tmp_path):
     (tmp_path / ".last.ckpt.abc123.tmp").write_bytes(b"left by kill -9")
-    save_checkpoint({"global_step": 3}, tmp_path / "last.ckpt")
+    atomic_torch_save({"global_step": 3}, tmp_path / "last.ckpt")
     assert os.listdir(tmp_path) == ["last.ckpt"]
 
 
@@ -51,7 +52,7 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     seed_everything(7)
     state = portable_rng_state(rng_state())
     expected = (torch.rand(3), np.random.rand(), random.random())
-    save_checkpoint({"rng": state}, tmp_path / "rng.ckpt")
+    atomic_torch_save({"rng": state}, tmp_path / "rng.ckpt")
     loaded = load_checkpoint(tmp_path / "rng.ckpt", required=("rng",))
     seed_everything(99)
     set_rng_state(native_rng_state(loaded["rng"]))

@@ -1,4 +1,5 @@
-"""Lightning-compatible training checkpoints: layout, atomic writing, validated reading.
+"""Lightning-compatible training checkpoints: layout and validated reading (written with
+``vlkit.utils.atomic.atomic_torch_save``).
 
 A checkpoint is a dict with Lightning's keys (``state_dict``, ``hyper_parameters.config``,
 ``optimizer_states``, ``lr_schedulers``, ``global_step``, ``epoch``) plus ``vlkit``: the resume state
@@ -7,9 +8,7 @@ Everything in it is a tensor or a plain Python value, so it loads with ``weights
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -58,39 +57,8 @@ def build_checkpoint(
     }
 
 
-def _temp_prefix(path: Path) -> str:
-    return f".{path.name}."
-
-
-def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``checkpoint`` to ``path`` atomically: the old file stays intact until the new one is
-    complete on disk (temporary file in the same folder, flush, fsync, ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(_temp_prefix(path) + "*.tmp"):
-        stale.unlink(missing_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
-
-
 def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = RESUME_KEYS) -> dict[str, Any]:
-    """Read a checkpoint written by ``save_checkpoint``; errors name the file and what is wrong."""
+    """Read a checkpoint written by the Trainer (``atomic_torch_save``); errors name the file and what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; check the path (e.g. resume_from)")

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from vlkit.data.samplers import ResumableDistributedSampler, build_train_sampler
 from vlkit.engine.checkpoint import (
     build_checkpoint, load_checkpoint, native_rng_state, portable_rng_state, read_state_file,
-    restore_optimizer_state, save_checkpoint,
+    restore_optimizer_state,
 )
 from vlkit.engine.logging import (
     PLOT_FILE, IntervalMeter, MetricsLogger, create_version_dir, peak_memory_mb, plot_curves, run_name,
@@ -30,6 +30,7 @@ from vlkit.engine.optim import build_optimizers, build_schedulers
 from vlkit.engine.progress import ProgressBar
 from vlkit.eval.metrics import evaluation_record
 from vlkit.tasks.base import Task
+from vlkit.utils.atomic import atomic_torch_save
 from vlkit.utils import distributed
 from vlkit.utils.tensors import move_to_device
 from vlkit.utils.seeding import rng_state, seed_everything, set_rng_state
@@ -550,9 +551,9 @@ class Trainer:
                 "world_size": self.dist.world_size,
             },
         )
-        save_checkpoint(checkpoint, self.checkpoint_dir / "last.ckpt")
+        atomic_torch_save(checkpoint, self.checkpoint_dir / "last.ckpt")
         if is_best:
-            save_checkpoint(checkpoint, self.checkpoint_dir / "best.ckpt")
+            atomic_torch_save(checkpoint, self.checkpoint_dir / "best.ckpt")
         within_epoch = 0 < self.state.batch_in_epoch < self.batches_per_epoch
         self.task.on_checkpoint(checkpoint, is_best, end_of_epoch=not within_epoch)
 

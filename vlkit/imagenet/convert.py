@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from vlkit.engine.checkpoint import save_checkpoint
+from vlkit.utils.atomic import atomic_torch_save
 from vlkit.imagenet.models import init_head
 from vlkit.models.checkpoints import FORMATS, LoadReport, detect_format, fit_shapes, read_checkpoint
 
@@ -139,7 +139,7 @@ def write_vision_checkpoint(source: str, out_dir: str) -> str:
     ``out_dir/mae_modelckpt``, written atomically. Returns the file's path."""
     state, format, ignored = vision_weights(read_checkpoint(source, "--vlc_model"), source)
     path = os.path.join(out_dir, MAE_CHECKPOINT_NAME)
-    save_checkpoint({"model": state}, path)
+    atomic_torch_save({"model": state}, path)
     log.info("wrote %d vision tensors of %s checkpoint %s to %s (%d other keys left out)",
              len(state), format, source, path, len(ignored))
     return path

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import vlkit
-from vlkit.engine.checkpoint import save_checkpoint
+from vlkit.utils.atomic import atomic_torch_save
 from vlkit.engine.logging import plot_curves
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class RunOutputs:
         """Write ``checkpoint`` to ``output_dir/name`` atomically."""
         if self.dir is None:
             return None
-        return save_checkpoint(checkpoint, self.dir / name)
+        return atomic_torch_save(checkpoint, self.dir / name)
 
     def close(self) -> None:
         if self._tensorboard is not None:

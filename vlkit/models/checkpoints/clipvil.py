@@ -19,6 +19,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from vlkit.utils.atomic import atomic_torch_save
+
 MARKERS = ("module.bert.", "module.lxrt_encoder.", "bert.embeddings.", "lxrt_encoder.")
 RENAMES = (
     ("bert.embeddings.", "text_embeddings."),
@@ -133,23 +135,19 @@ def pretrain_file_prefix(checkpoint: Mapping[str, Any], end_of_epoch: bool) -> s
 def write_pretrain_files(checkpoint: Mapping[str, Any], folder: str, end_of_epoch: bool) -> list[str]:
     """A vlkit pre-training checkpoint as the reference's ``<prefix>_LXRT.pth`` and its optimizer /
     schedule side files (``SIDE_FILES``) in ``folder``, each written atomically; the paths."""
-    from vlkit.engine.checkpoint import save_checkpoint  # here: vlkit.engine imports the models
-
     prefix = os.path.join(folder, pretrain_file_prefix(checkpoint, end_of_epoch) + "_LXRT")
-    save_checkpoint(to_clipvil(checkpoint["state_dict"], "pretrain"), prefix + ".pth")
+    atomic_torch_save(to_clipvil(checkpoint["state_dict"], "pretrain"), prefix + ".pth")
     written = [prefix + ".pth"]
     for suffix, key, position in SIDE_FILES:
         if position < len(checkpoint[key]):
-            save_checkpoint(checkpoint[key][position], f"{prefix}_{suffix}.pth")
+            atomic_torch_save(checkpoint[key][position], f"{prefix}_{suffix}.pth")
             written.append(f"{prefix}_{suffix}.pth")
     return written
 
 
 def write_vqa_file(checkpoint: Mapping[str, Any], path: str) -> str:
     """A vlkit VQA checkpoint as the reference's ``BEST.pth`` / ``LAST.pth``, written atomically."""
-    from vlkit.engine.checkpoint import save_checkpoint  # here: vlkit.engine imports the models
-
-    save_checkpoint(to_clipvil(checkpoint["state_dict"], "vqa"), path)
+    atomic_torch_save(to_clipvil(checkpoint["state_dict"], "vqa"), path)
     return path
 
 
