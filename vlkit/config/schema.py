@@ -288,6 +288,9 @@ class Config:
     ``input_text_embed_size``/``text_layers`` (CPU runs: ``meter_tiny``)."""
     clip_cache_dir: str = "~/.cache/clip"
     """Folder where ``vit=ViT-B/16`` finds ``ViT-B-16.pt`` (where OpenAI's CLIP loader caches it)."""
+    swin_weights: str = ""
+    """``model=co_attention`` with a Swin ``vit`` (swin32_* presets): the ImageNet-22k ``.pth`` (or a timm
+    checkpoint) of that Swin; METER downloads it, vlkit reads it from here."""
     text_layers: int = 12
     """``backbone_init=random``: layers of the text tower."""
 

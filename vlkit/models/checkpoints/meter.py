@@ -6,7 +6,9 @@ vlkit names its modules as METER does, so the conversion is nearly the identity:
 tower's ``vit_model.visual.*`` keys lose their ``visual.`` level, and the dead parts METER saves
 are left out and listed by ``ignored_keys`` (the CLIP wrapper's unused text
 ``vit_model.positional_embedding`` and ``vit_model.ln_final.*``, the never-used HF pooler
-``text_transformer.pooler.*``, and transformers 4.x buffers). Metric states are dropped. The loader
+``text_transformer.pooler.*``, transformers 4.x buffers and a Swin tower's index and mask buffers).
+Metric states are dropped; a Swin tower's keys are moved into timm's layout by the model's
+``adapt_checkpoint``. The loader
 then resamples ``vit_model.positional_embedding`` to the model's grid and gives NLVR2's
 three-row token-type table its third row from row 1, as METER does.
 """
@@ -22,6 +24,8 @@ MARKERS = ("vit_model.", "cross_modal_text_layers.")
 VISUAL_PREFIX = "vit_model.visual."
 DEAD_KEYS = frozenset({"text_transformer.embeddings.position_ids", "text_transformer.embeddings.token_type_ids"})
 DEAD_PREFIXES = ("text_transformer.pooler.",)
+DEAD_SUFFIXES = ("relative_position_index", "attn_mask")
+"""A Swin tower's buffers, rebuilt by the model for its own window."""
 CLIP_TEXT_KEYS = frozenset({"vit_model.positional_embedding", "vit_model.ln_final.weight", "vit_model.ln_final.bias"})
 """Dead in METER's layout only: there the tower's own table is ``vit_model.visual.positional_embedding``."""
 
@@ -43,7 +47,8 @@ def _meter_layout(weights: Mapping[str, Any]) -> bool:
 
 
 def _dead(key: str, meter_layout: bool) -> bool:
-    return key in DEAD_KEYS or key.startswith(DEAD_PREFIXES) or (meter_layout and key in CLIP_TEXT_KEYS)
+    return (key in DEAD_KEYS or key.startswith(DEAD_PREFIXES) or key.endswith(DEAD_SUFFIXES)
+            or (meter_layout and key in CLIP_TEXT_KEYS))
 
 
 def ignored_keys(checkpoint: Mapping[str, Any]) -> list[str]:

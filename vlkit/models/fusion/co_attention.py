@@ -1,5 +1,6 @@
-"""Co-attention fusion (METER, meter_elip.md §2): a CLIP-ViT image tower and a RoBERTa/BERT text
-tower, each projected to ``hidden_size`` and typed (text 0, image 1, NLVR2's second image 2), then
+"""Co-attention fusion (METER, meter_elip.md §2): a CLIP-ViT (or Swin) image tower and a
+RoBERTa/BERT text tower, each projected to ``hidden_size`` and typed (text 0, image 1, NLVR2's
+second image 2), then
 ``num_top_layer`` co-attention layers per stream, the two streams updated in parallel.
 
 A co-attention layer is BERT's post-LN self-attention, cross-attention to the other stream and
@@ -17,8 +18,10 @@ from torch import nn
 
 from vlkit.models.backbones.clip_vit import build_clip_vit
 from vlkit.models.backbones.hf_text import build_text_tower
+from vlkit.models.backbones.swin import SwinVisionTower, build_swin_tower, is_swin
 from vlkit.models.fusion.cross_attention import BertFusionLayer
 from vlkit.models.heads import Pooler, bert_init, build_heads
+from vlkit.models.token_reduction import schedule_from_config
 
 VIT_EMBEDDING_PARTS = ("conv1", "class_embedding", "positional_embedding", "ln_pre")
 
@@ -40,7 +43,7 @@ class CoAttentionModel(nn.Module):
     def __init__(self, cfg: Any):
         super().__init__()
         self.hidden_size = cfg.hidden_size
-        self.vit_model = build_clip_vit(cfg)
+        self.vit_model = self._vision_tower(cfg)
         self.text_transformer = build_text_tower(cfg)
         self.num_layers = max(len(self.vit_model.blocks), self.text_transformer.config.num_hidden_layers)
         self.cross_modal_text_transform = nn.Linear(cfg.input_text_embed_size, cfg.hidden_size)
@@ -62,6 +65,34 @@ class CoAttentionModel(nn.Module):
                 module.apply(bert_init)
         for name, head in build_heads(cfg, self.feature_width).items():
             self.add_module(name, head)
+
+    @staticmethod
+    def _vision_tower(cfg: Any) -> nn.Module:
+        """The CLIP ViT tower, or a Swin tower when ``vit`` names one (swin32_* presets)."""
+        if not is_swin(cfg.vit):
+            return build_clip_vit(cfg)
+        if schedule_from_config(cfg) is not None:
+            raise ValueError(f"vit={cfg.vit!r}: a Swin tower cannot prune tokens (ELIP needs a CLS token and "
+                             "one token sequence); set img_prune.begin_layer=[] or use clip16 / clip32")
+        return build_swin_tower(cfg)
+
+    @property
+    def is_swin(self) -> bool:
+        return isinstance(self.vit_model, SwinVisionTower)
+
+    def pooled_image_token(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H): the CLS token of a CLIP tower, the mean token of a Swin tower (METER's avgpool)."""
+        return image_tokens.mean(dim=1, keepdim=True) if self.is_swin else image_tokens[:, :1]
+
+    def adapt_checkpoint(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A Swin tower's keys in the original Swin layout (METER's checkpoints) into timm's, the
+        relative-position tables resized to this window (``SwinVisionTower.adapt_state``)."""
+        if not self.is_swin:
+            return state
+        prefix = "vit_model."
+        tower = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+        rest = {key: value for key, value in state.items() if not key.startswith(prefix)}
+        return {**rest, **{prefix + key: value for key, value in self.vit_model.adapt_state(tower).items()}}
 
     @property
     def feature_width(self) -> int:
@@ -114,7 +145,8 @@ class CoAttentionModel(nn.Module):
         for text_layer, image_layer in zip(self.cross_modal_text_layers, self.cross_modal_image_layers):
             text, image_tokens = (text_layer(text, text_masks, image_tokens, image_masks),
                                   image_layer(image_tokens, image_masks, text, text_masks))
-        cls_feats = torch.cat([self.cross_modal_text_pooler(text), self.cross_modal_image_pooler(image_tokens)], dim=-1)
+        image_cls = self.cross_modal_image_pooler(self.pooled_image_token(image_tokens))
+        cls_feats = torch.cat([self.cross_modal_text_pooler(text), image_cls], dim=-1)
         return {"text_feats": text, "image_feats": image_tokens, "cls_feats": cls_feats,
                 "text_masks": text_masks, "image_masks": image_masks}
 
@@ -123,13 +155,20 @@ class CoAttentionModel(nn.Module):
         return self.cross_modal_text_transform(self.encode_text(text_ids, text_masks)[:, 0])
 
     def image_only_feats(self, image_embeds: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The projected CLIP CLS token of an ``embed_image`` output (B, H): unimodal image features."""
-        return image_embeds["tokens"][:, 0]
+        """The projected CLIP CLS token (Swin: mean token) of an ``embed_image`` output (B, H):
+        unimodal image features."""
+        return self.pooled_image_token(image_embeds["tokens"])[:, 0]
 
     def layer_id(self, param_name: str) -> int:
         """Depth for layer-wise LR decay: embeddings 0, ViT block / text layer i → i + 1, the
         fusion part and heads ``num_layers`` + 1."""
         parts = param_name.split(".")
+        if parts[0] == "vit_model" and self.is_swin:
+            if parts[1] == "layers" and parts[3] == "blocks":
+                return self.vit_model.block_index(int(parts[2]), int(parts[4])) + 1
+            if parts[1] == "layers":  # a stage's downsampling: the depth of that stage's first block
+                return self.vit_model.block_index(int(parts[2]), 0) + 1
+            return 0 if parts[1] == "patch_embed" else self.num_layers
         if parts[0] == "vit_model":
             if parts[1] == "transformer":
                 return int(parts[3]) + 1
