@@ -83,29 +83,18 @@ def command_data(argv: Sequence[str]) -> int:
     synth.add_argument("--images", type=int, default=200, help="number of scenes (default 200)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
-    add_convert_commands(commands)
+    from vlkit.data import convert_cli
+
+    convert_cli.add_subcommands(commands)
     args = parser.parse_args(argv)
     if args.command in ("convert", "check"):
-        return run_convert_command(args)
+        return convert_cli.run(args)
     info = synthesize(args.out, args.images, args.seed, args.image_size)
     print(f"wrote {len(info['files'])} Arrow files and a tokenizer to {args.out}; train with e.g.\n"
           f"  vlkit run with task_mlm_itm_mae tiny {data_arguments(args.out, info)}\n"
           f"and an ImageFolder tree; fine-tune a classifier on it with e.g.\n"
           f"  vlkit imagenet {imagenet_arguments(info)}")
     return 0
-
-
-def add_convert_commands(commands: Any) -> None:
-    """``vlkit data convert`` and ``vlkit data check`` (``vlkit.data.convert_cli``)."""
-    from vlkit.data.convert_cli import add_subcommands
-
-    add_subcommands(commands)
-
-
-def run_convert_command(args: argparse.Namespace) -> int:
-    from vlkit.data.convert_cli import run
-
-    return run(args)
 
 
 def synthesize(out: str, images: int, seed: int, image_size: int) -> dict[str, Any]:

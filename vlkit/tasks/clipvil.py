@@ -30,14 +30,12 @@ from vlkit.data.json_ann import as_file_list, resolve_json_path
 from vlkit.data.lxmert import AnswerTable, normalize_answer, pretrain_sentences, read_answer_list, vqa_questions
 from vlkit.engine.logging import run_name
 from vlkit.eval.metrics import SumMeter, ratio
-from vlkit.eval.submission import gather_predictions, write_vqa_submission
 from vlkit.models.build import build_model
 from vlkit.models.checkpoints import load_checkpoint
 from vlkit.models.checkpoints.clipvil import write_pretrain_files, write_vqa_file
 from vlkit.objectives import classification_loss, itm_loss, mlm_loss, vqa_loss, vqa_targets
 from vlkit.tasks.arrow_task import ArrowTask, logged_terms, term_loss
 from vlkit.tasks.vqa import VQATask
-from vlkit.utils import distributed
 from vlkit.utils.seeding import seeded
 from vlkit.utils.tensors import move_to_device
 
@@ -245,17 +243,9 @@ class ClipVilVqaTask(ClipVilData, VQATask):
             meter.add("score", targets.gather(1, predicted[:, None]).sum())
             meter.add("labelled", sum(1 for labels in batch["vqa_labels"] if labels))
             local += [(qid, self.answers[label]) for qid, label in zip(batch["qid"].tolist(), predicted.tolist())]
-        predictions = gather_predictions(local)
         sums = meter.reduce()
         split = "test" if any("test" in os.path.basename(p) for p in self.split_files("test")) else "minival"
-        counts = {"questions": 0, "unanswered": 0}
-        if distributed.is_main():
-            question_ids = self.build_dataset("test").question_ids()
-            path = self.submission_path(out_dir, split)
-            counts = write_vqa_submission(predictions, question_ids, path, fallback_answer=self.answers[0])
-            log.info("wrote %s (%d questions)", path, counts["questions"])
-        counts = distributed.broadcast_object(counts)
-        metrics = {"questions": float(counts["questions"]), "unanswered": float(counts["unanswered"])}
+        metrics = self.write_submission(local, self.submission_path(out_dir, split), LxmertVqaDataset.question_ids)
         if sums["labelled"]:
             metrics["score"] = sums["score"] / sums["labelled"]
         return metrics

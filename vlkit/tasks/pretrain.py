@@ -52,6 +52,8 @@ class PretrainTask(ArrowTask):
         super().__init__(cfg)
         self.terms = [term for term in PRETRAIN_TERMS if runs(cfg, term)]
         self.alpha = 0.0 if cfg.distill_warmup else cfg.distill_alpha
+        self.prunes_tokens = schedule_from_config(cfg) is not None
+        """ELIP is configured: the image embedding for ITC / in-batch ITM gets the paired caption."""
         self._check_config()
 
     def on_train_batch(self, epoch: int, batch_in_epoch: int, batches_per_epoch: int) -> None:
@@ -162,7 +164,7 @@ class PretrainTask(ArrowTask):
         """The image as ITC and in-batch ITM see it (patches dropped as ``itm_patch_drop`` says;
         ELIP, when on, scores its patches against the paired caption)."""
         text = {}
-        if schedule_from_config(self.cfg) is not None:
+        if self.prunes_tokens:
             text = {"text_ids": batch["text_ids"], "text_masks": batch["text_masks"]}
         return model.embed_image(batch["image"], mask_image=self.cfg.itm_patch_drop, **text)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from functools import cached_property
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -163,12 +163,17 @@ class VQATask(ArrowTask):
             batch = move_to_device(batch, device)
             labels = self.predict(model, batch, with_loss=False)[0].tolist()
             local += [(qid, self.answers[label]) for qid, label in zip(batch["qid"].tolist(), labels)]
+        return self.write_submission(local, self.submission_path(out_dir), split_question_ids)
+
+    def write_submission(self, local: list[tuple[int, str]], path: str,
+                         question_ids: Callable[[Dataset], list[int]]) -> dict[str, float]:
+        """Gather every rank's ``(question_id, answer)`` pairs and write them to ``path`` on rank 0,
+        each test question (``question_ids`` of the test dataset) exactly once; the counts."""
         predictions = gather_predictions(local)
         counts = {"questions": 0, "unanswered": 0}
-        path = self.submission_path(out_dir)
         if distributed.is_main():
-            question_ids = split_question_ids(self.build_dataset("test"))
-            counts = write_vqa_submission(predictions, question_ids, path, fallback_answer=self.answers[0])
+            ids = question_ids(self.build_dataset("test"))
+            counts = write_vqa_submission(predictions, ids, path, fallback_answer=self.answers[0])
             log.info("wrote %s (%d questions)", path, counts["questions"])
         counts = distributed.broadcast_object(counts)
         return {"questions": float(counts["questions"]), "unanswered": float(counts["unanswered"])}
