@@ -293,6 +293,16 @@ class Config:
     checkpoint) of that Swin; METER downloads it, vlkit reads it from here."""
     text_layers: int = 12
     """``backbone_init=random``: layers of the text tower."""
+    # issue 20 (fidelity with the reference implementations and official metrics)
+    vqa_normalize: str = "official"
+    """When the VQA accuracy normalises answers: ``official`` (as the VQA challenge's ``vqaEval.py``:
+    not when the human answers are all the same string), ``always`` or ``none``."""
+    recall_ties: str = "expected"
+    """Recall@K with tied scores at the cut: ``expected`` (uniform random tie-breaking, the
+    probability that a tied positive lands inside K), ``pessimistic`` or ``optimistic``."""
+    trust_checkpoint: bool = False
+    """Allow full unpickling of checkpoint files (``load_path``, ``pretrain_path``, weight files) that
+    hold objects other than tensors and plain values; only for files from a trusted source."""
 
 
 def defaults() -> dict[str, Any]:
