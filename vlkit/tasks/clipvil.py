@@ -180,7 +180,8 @@ class ClipVilVqaTask(ClipVilData, VQATask):
             if self.cfg.vqa_head_from_qa:
                 table = qa_answer_table(self.cfg)
                 model.answer_transplant = (table.answers, [normalize_answer(a) for a in self.answers])
-            log.info("load_path: %s", load_checkpoint(model, self.cfg.load_path, config_key="load_path"))
+            log.info("load_path: %s", load_checkpoint(model, self.cfg.load_path, config_key="load_path",
+                                                              trust_checkpoint=self.cfg.trust_checkpoint))
         return model
 
     def build_dataset(self, split: str) -> Dataset | None:

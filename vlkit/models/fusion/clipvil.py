@@ -252,5 +252,5 @@ def build_clipvil(cfg: Any) -> ClipVilModel:
     """The ``clipvil`` family: the model, with ``clip_path``'s CLIP ResNet weights loaded."""
     model = ClipVilModel(cfg)
     if cfg.clip_path:
-        model.backbone.load_clip(cfg.clip_path)
+        model.backbone.load_clip(cfg.clip_path, trust_checkpoint=cfg.trust_checkpoint)
     return model
