@@ -300,6 +300,8 @@ class Config:
     recall_ties: str = "expected"
     """Recall@K with tied scores at the cut: ``expected`` (uniform random tie-breaking, the
     probability that a tied positive lands inside K), ``pessimistic`` or ``optimistic``."""
+    itc_min_logit_scale: Union[float, None] = None
+    """Lower clamp of the learnable ITC log-scale; None: none (CLIP). ALBEF's temp <= 0.5 is log 2."""
     trust_checkpoint: bool = False
     """Allow full unpickling of checkpoint files (``load_path``, ``pretrain_path``, weight files) that
     hold objects other than tensors and plain values; only for files from a trusted source."""
