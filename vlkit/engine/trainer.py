@@ -421,11 +421,15 @@ class Trainer:
         terms = ", ".join(f"{k}={_as_float(v):.6g}" for k, v in outputs.items() if _is_scalar(v))
         indices = batch.get("raw_index")
         samples = f"; sample indices {indices.tolist()}" if torch.is_tensor(indices) else ""
+        last = self.checkpoint_dir / "last.ckpt"
+        saved = f"{last} is the last good state" if last.is_file() else "no checkpoint was written before it"
+        advice = ("non-finite from the first step: check the loaded weights (load_path, pretrain_path) and the data"
+                  if self.state.global_step == 0 else
+                  "lower learning_rate, set gradient_clip_val or use precision=bf16")
         raise FloatingPointError(
             f"non-finite loss ({where}) at global step {self.state.global_step} (optimizer steps "
             f"done), epoch {self.state.epoch}, batch {self.state.batch_in_epoch} of the epoch: "
-            f"{terms}{samples}. Nothing was saved for this step ({self.checkpoint_dir / 'last.ckpt'} "
-            f"is the last good state); lower learning_rate, set gradient_clip_val or use precision=bf16"
+            f"{terms}{samples}. Nothing was saved for this step ({saved}); {advice}"
         )
 
     def _optimizer_step(self) -> None:
