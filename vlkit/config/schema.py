@@ -302,6 +302,13 @@ class Config:
     probability that a tied positive lands inside K), ``pessimistic`` or ``optimistic``."""
     itc_min_logit_scale: Union[float, None] = None
     """Lower clamp of the learnable ITC log-scale; None: none (CLIP). ALBEF's temp <= 0.5 is log 2."""
+    resolution_before: int = 224
+    """METER's key: the image size a checkpoint was pre-trained at (its Swin position tables and
+    ELIP's reference keep counts follow it); vlkit resamples position tables from the file's shape."""
+    img_prune_keep_from: str = "grid"
+    """ELIP keep counts as fractions of the real patch grid (``grid``) or, as ELIP-METER's code,
+    of a fixed ``(resolution_before // 32)^2`` grid (``resolution_before``: 44/34/22 at 224), to
+    evaluate released ELIP-METER checkpoints as they were trained."""
     trust_checkpoint: bool = False
     """Allow full unpickling of checkpoint files (``load_path``, ``pretrain_path``, weight files) that
     hold objects other than tensors and plain values; only for files from a trusted source."""
