@@ -309,6 +309,10 @@ class Config:
     """ELIP keep counts as fractions of the real patch grid (``grid``) or, as ELIP-METER's code,
     of a fixed ``(resolution_before // 32)^2`` grid (``resolution_before``: 44/34/22 at 224), to
     evaluate released ELIP-METER checkpoints as they were trained."""
+    vilt_pos_grid: int = 0
+    """ViLT towers (``vit_*``): side of the stored position table, resized to each image's patch
+    grid at every forward (bilinear, ``align_corners=True``, as ViLT); 0: ``image_size //
+    patch_size``. The ``vilt`` preset sets ViLT's 12 (384 / 32), so ViLT checkpoints load as stored."""
     trust_checkpoint: bool = False
     """Allow full unpickling of checkpoint files (``load_path``, ``pretrain_path``, weight files) that
     hold objects other than tensors and plain values; only for files from a trusted source."""

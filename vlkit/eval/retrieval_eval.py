@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -68,6 +69,15 @@ def _pair_chunks(
         yield torch.cat(images), torch.cat(texts)
 
 
+def _cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate along the batch, zero-padding dim 1 to the longest (ViLT's image batches differ
+    in token count; padding tokens have mask 0)."""
+    if tensors[0].dim() < 2 or len({t.shape[1] for t in tensors}) == 1:
+        return torch.cat(tensors)
+    longest = max(t.shape[1] for t in tensors)
+    return torch.cat([F.pad(t, (0, 0) * (t.dim() - 2) + (0, longest - t.shape[1])) for t in tensors])
+
+
 class RetrievalEvaluator:
     """Recall@1/5/10 both ways of a cross-encoder over one split (see the module docstring).
 
@@ -114,7 +124,7 @@ class RetrievalEvaluator:
                 itc.append(self.model.itc_head.embed_image(self.model.image_only_feats(embeds)).float())
         if not parts:
             raise ValueError("this process received no images to evaluate; use fewer processes than images")
-        cache = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+        cache = {key: _cat_padded([part[key] for part in parts]) for key in parts[0]}
         return rows, cache, torch.cat(itc) if itc else None
 
     def _itc_texts(self, texts: RetrievalTexts) -> torch.Tensor:
