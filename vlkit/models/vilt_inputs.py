@@ -48,6 +48,9 @@ def sample_patches(valid: torch.Tensor, max_image_len: int) -> tuple[torch.Tenso
     ``max_image_len`` when it is > 0."""
     counts = valid.sum(dim=1)
     length = int(counts.max()) if max_image_len is None or max_image_len <= 0 else min(int(counts.max()), max_image_len)
+    if length == valid.shape[1] and bool(valid.all()):  # every patch real and kept: raster order
+        index = torch.arange(length, device=valid.device).expand(valid.shape[0], -1)
+        return index, torch.ones_like(index)
     index, keep = [], []
     for row in valid.bool():
         real = row.nonzero()[:, 0]
