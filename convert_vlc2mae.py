@@ -12,5 +12,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser("convert_vlc2mae.py")
     parser.add_argument("--vlc_model", required=True, help="VLC Lightning checkpoint")
     parser.add_argument("--mae_model", required=True, help="output folder")
+    parser.add_argument("--trust_checkpoint", action="store_true",
+                        help="allow full unpickling of a --vlc_model that holds more than tensors (trusted files only)")
     args = parser.parse_args()
-    print(write_vision_checkpoint(args.vlc_model, args.mae_model))
+    print(write_vision_checkpoint(args.vlc_model, args.mae_model, args.trust_checkpoint))

@@ -98,6 +98,7 @@ def test_pretrain_then_retrieval_command_lines_run_on_json_data(synthetic, tmp_p
     evaluations = list((retrieval_dir / "evaluations").glob("val_step*.json"))
     record = yaml.safe_load(evaluations[-1].read_text())
     assert record["task"] == "albef_retrieval" and record["protocol"] == "fast" and record["k_test"] == 4
+    assert record["recall_ties"] == "expected"
     assert 0 <= record["metrics"]["ir_r1"] <= 1
     state = torch.load(retrieval_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert state["itc_queue.ptr"].item() == 4 * 16 % 48  # GRIT's config keeps a momentum queue

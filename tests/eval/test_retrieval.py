@@ -50,12 +50,12 @@ def test_any_caption_counts_for_text_retrieval():
 
 def test_ties_are_pessimistic():
     # All scores equal: each true item is ranked after every tied wrong item.
-    r = recall_at_k(torch.ones(2, 2), [0, 1], ks=(1, 2))
+    r = recall_at_k(torch.ones(2, 2), [0, 1], ks=(1, 2), ties="pessimistic")
     assert r["tr_r1"] == 0.0 and r["ir_r1"] == 0.0
     assert r["tr_r2"] == 1.0 and r["ir_r2"] == 1.0
 
     scores = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
-    r = recall_at_k(scores, [0, 1], ks=(1,))
+    r = recall_at_k(scores, [0, 1], ks=(1,), ties="pessimistic")
     # tr: image0 true 1.0 tied with wrong text1 -> miss; image1 true 1.0 > 0.0 -> hit
     assert r["tr_r1"] == pytest.approx(0.5)
     # ir: text0 true 1.0 > 0.0 -> hit; text1 true 1.0 tied with wrong image0 -> miss

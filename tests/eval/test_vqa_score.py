@@ -83,7 +83,7 @@ def test_vqa_accuracy_uses_normalisation():
     answers = ["2", "Two", "two.", "TWO", "three", "3", "3", "3", "3", "3"]
     assert vqa_accuracy("2", answers) == pytest.approx(1.0)  # 4 matches
     assert vqa_accuracy("a Two", answers[:2] + ["x"] * 8) == pytest.approx(0.6)
-    assert vqa_accuracy("Two", ["2"] + ["x"] * 9, normalize=False) == 0.0
+    assert vqa_accuracy("Two", ["2"] + ["x"] * 9, normalize="none") == 0.0
 
 
 def test_vqa_accuracy_other_lengths_and_errors():

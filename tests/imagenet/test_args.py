@@ -12,12 +12,14 @@ REFERENCE_DEFAULTS = {
     "min_lr": 1e-6, "warmup_epochs": 5, "color_jitter": None, "aa": "rand-m9-mstd0.5-inc1", "smoothing": 0.1,
     "reprob": 0.25, "remode": "pixel", "recount": 1, "resplit": False, "mixup": 0, "cutmix": 0,
     "cutmix_minmax": None, "mixup_prob": 1.0, "mixup_switch_prob": 0.5, "mixup_mode": "batch", "finetune": "",
-    "global_pool": True, "data_path": "/datasets01/imagenet_full_size/061417/", "nb_classes": 1000,
+    "global_pool": True, "data_path": "/datasets01/imagenet_full_size/061417/", "nb_classes": None,
     "output_dir": "./output_dir", "log_dir": "./output_dir", "device": "cuda", "seed": 0, "resume": "",
     "start_epoch": 0, "eval": False, "dist_eval": False, "num_workers": 10, "pin_mem": True, "world_size": 1,
     "local_rank": -1, "dist_on_itp": False, "dist_url": "env://",
 }
-VLKIT_ADDITIONS = {"patch_size": None, "embed_dim": None, "depth": None, "num_heads": None}
+VLKIT_ADDITIONS = {"patch_size": None, "embed_dim": None, "depth": None, "num_heads": None,
+                   "trust_checkpoint": False}
+# vlkit's one changed default: --nb_classes (the reference's 1000) is read from the class folders.
 
 
 def test_every_reference_argument_has_the_reference_default_and_nothing_else_is_added():

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from conftest import NUM_CLASSES, TRAIN_IMAGES, VAL_IMAGES, parse, tiny_args
+from vlkit.imagenet.args import get_args_parser
 from vlkit.data.synthetic import IMAGEFOLDER_CLASSES
 from vlkit.data.synthetic_scenes import BACKGROUND, COLORS
 from vlkit.imagenet.data import build_loaders, collate_skipping
@@ -99,3 +100,17 @@ def test_synthetic_tree_has_one_balanced_class_per_coloured_shape(tree):
         assert len(shape) > 40, path
         nearest = min(COLORS, key=lambda name: np.abs(shape.mean(0) - COLORS[name]).sum())
         assert path.parent.name.startswith(nearest + "_"), path
+
+
+def test_nb_classes_is_read_from_the_training_folder(damaged, tmp_path):
+    from vlkit.imagenet.data import resolve_nb_classes
+
+    args = parse(tiny_args(damaged, tmp_path / "out"))
+    args.nb_classes = None  # as when --nb_classes is not given
+    assert resolve_nb_classes(args) == 3 and args.nb_classes == 3
+    args.nb_classes = 5  # more outputs than classes is allowed (a head for later classes)
+    assert resolve_nb_classes(args) == 5
+    args.nb_classes = 2
+    with pytest.raises(ValueError, match=r"--nb_classes 2 is smaller than the 3 class folders of .*train.*--nb_classes 3"):
+        resolve_nb_classes(args)
+    assert get_args_parser().parse_args([]).nb_classes is None

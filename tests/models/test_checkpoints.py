@@ -17,6 +17,7 @@ from _model_foreign import (
 from _model_toys import image_batch, text_batch, tiny_cfg, vilt_cfg
 from vlkit.models.build import build_model
 from vlkit.models.checkpoints import LoadReport, load_checkpoint, read_checkpoint
+from vlkit.utils.safe_load import UntrustedCheckpointError
 
 VLC = {"mae": 1}  # VLC pre-training heads: mlm + itm (defaults) + the MAE decoder
 
@@ -271,8 +272,12 @@ def test_config_in_unimportable_dict_class_still_gives_hints(tmp_path, rebuilt_f
             cls.__reduce__ = lambda self: (type(self), (dict(self),))
         checkpoint["hyper_parameters"]["config"] = cls(checkpoint["hyper_parameters"]["config"])
         torch.save(checkpoint, path)
+    trust = not rebuilt_from_items  # a dict subclass filled item by item needs full unpickling
+    if trust:
+        with pytest.raises(UntrustedCheckpointError, match="Can only SETITEM.*trust_checkpoint=true"):
+            load_checkpoint(_build(tiny_cfg(vocab_size=100), 1), str(path))
     with pytest.raises(ValueError, match=r"vocab_size=120; the checkpoint's config has .*'vocab_size': 120"):
-        load_checkpoint(_build(tiny_cfg(vocab_size=100), 1), str(path))
+        load_checkpoint(_build(tiny_cfg(vocab_size=100), 1), str(path), trust_checkpoint=trust)
 
 
 # ----- MAE / timm vision towers via pretrain_path ------------------------------------------------

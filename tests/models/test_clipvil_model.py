@@ -184,3 +184,16 @@ def test_openai_clip_resnet_weights_load_from_a_local_file(tmp_path):
     assert "token_embedding.weight" in report.ignored
     with pytest.raises(ValueError, match="set clip_model_name"):
         build_model(tiny(clip_path=str(path), clip_width=16))
+
+
+def test_position_and_token_type_row_zero_never_trains():
+    """LXMERT's position and token-type tables have padding_idx=0 (clipvil.md §2.6)."""
+    ids, masks, image, pixel_mask = inputs()
+    model = build_model(tiny())
+    model.infer(ids, masks, image, pixel_mask)["cls_feats"].pow(2).sum().backward()
+    embeddings = model.text_embeddings
+    for table in (embeddings.position_embeddings, embeddings.token_type_embeddings):
+        assert table.padding_idx == 0
+        assert torch.count_nonzero(table.weight.grad[0]) == 0
+    assert torch.count_nonzero(embeddings.position_embeddings.weight.grad[1]) > 0
+    assert torch.count_nonzero(embeddings.position_embeddings.weight[0]) > 0  # initialised, not zeroed

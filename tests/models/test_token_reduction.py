@@ -199,3 +199,22 @@ def test_open_clip_blocks_prune_too():
     out, _ = pruner(blocks, x, text_cls=torch.zeros(2, 32))
     assert out.shape == (2, 1 + 8 + 1, 32)
 
+
+
+def test_reference_keep_counts_switch_reproduces_elip_meter():
+    """img_prune_keep_from=resolution_before: ELIP-METER's int((resolution_before // 32)^2 * ratio)."""
+    from vlkit.config.cli_with import resolve_config
+    from vlkit.models.token_reduction import schedule_from_config
+
+    cfg = resolve_config(["with", "elip_meter", "img_prune_keep_from=resolution_before", "resolution_before=224"])
+    released = schedule_from_config(cfg)
+    assert released.keep_counts(324) == [44, 34, 22]  # B/16 at 288 keeps what the reference keeps
+    assert released.keep_counts(49) == [44, 34, 22]
+    cfg_384 = resolve_config(["with", "elip_meter", "img_prune_keep_from=resolution_before", "resolution_before=384"])
+    assert schedule_from_config(cfg_384).keep_counts(576) == [129, 100, 64]  # (384 // 32)^2 = 144
+    with pytest.raises(ValueError, match="keeps 129 patches but the image has only 49"):
+        schedule_from_config(cfg_384).keep_counts(49)
+    default = schedule_from_config(resolve_config(["with", "elip_meter"]))
+    assert default.keep_counts(324) == [291, 226, 145]  # the real grid stays the default
+    with pytest.raises(ValueError, match="img_prune_keep_from='fixed'"):
+        schedule_from_config(resolve_config(["with", "elip_meter", "img_prune_keep_from=fixed"]))

@@ -51,3 +51,21 @@ def test_itc_loss_clamps_the_temperature_at_100():
     huge = itc_loss(image, text, torch.tensor(10.0)).loss
     at_cap = itc_loss(image, text, torch.tensor(math.log(100.0))).loss
     assert huge.item() == pytest.approx(at_cap.item(), rel=1e-4)
+
+
+def test_albef_temperature_is_clamped_to_both_sides():
+    """ALBEF clamps temp to [0.001, 0.5]: log-scale in [log 2, log 1000] (the albef preset)."""
+    from vlkit.config.cli_with import resolve_config
+
+    image = torch.eye(2)
+    text = torch.tensor([[0.6, 0.8], [0.8, 0.6]])
+    bounds = {"min_logit_scale": math.log(2), "max_logit_scale": math.log(1000)}
+    warm = itc_loss(image, text, torch.tensor(math.log(1.0)), **bounds).loss  # temp 1 -> 0.5
+    at_floor = itc_loss(image, text, torch.tensor(math.log(2.0))).loss
+    assert warm.item() == pytest.approx(at_floor.item(), rel=1e-6)
+    assert itc_loss(image, text, torch.tensor(0.0)).loss.item() != pytest.approx(at_floor.item())  # CLIP: no floor
+    cold = itc_loss(image, text, torch.tensor(9.0), **bounds).loss
+    assert cold.item() == pytest.approx(itc_loss(image, text, torch.tensor(math.log(1000)), **bounds).loss.item(), rel=1e-5)
+    cfg = resolve_config(["with", "albef"])
+    assert math.exp(-cfg["itc_min_logit_scale"]) == pytest.approx(0.5, rel=1e-5)
+    assert math.exp(-cfg["itc_max_logit_scale"]) == pytest.approx(0.001, rel=1e-4)

@@ -45,6 +45,10 @@ def test_two_stage_pretraining_then_vqa_and_test_predictions(synthetic, tmp_path
     assert 0 <= vqa["val"]["score"] <= 1
     best = torch.load(snap / "vqa/ft/BEST.pth")
     assert "module.logit_fc.3.weight" in best and "module.lxrt_encoder.model.bert.pooler.dense.weight" in best
+    # every reference key, those the model lacks carried over from the loaded stage-two file
+    box = "bert.encoder.visn_fc.box_fc.weight"
+    assert torch.equal(best[f"module.lxrt_encoder.model.{box}"], two_state[f"module.{box}"])
+    assert "module.lxrt_encoder.model.bert.encoder.visual_model.token_embedding.weight" in best
 
     result = run("vqa", flags(synthetic, "--load", str(snap / "vqa/ft/BEST"), "--test", "test",
                               "--output", str(snap / "vqa/test")))

@@ -322,6 +322,29 @@ class Config:
     or ``interval`` (on device, read at logging intervals and before every checkpoint); ``auto``:
     ``interval`` on CUDA, ``step`` elsewhere."""
 
+    # issue 20 (fidelity with the reference implementations and official metrics)
+    vqa_normalize: str = "official"
+    """When the VQA accuracy normalises answers: ``official`` (as the VQA challenge's ``vqaEval.py``:
+    not when the human answers are all the same string), ``always`` or ``none``."""
+    recall_ties: str = "expected"
+    """Recall@K with tied scores at the cut: ``expected`` (uniform random tie-breaking, the
+    probability that a tied positive lands inside K), ``pessimistic`` or ``optimistic``."""
+    itc_min_logit_scale: Union[float, None] = None
+    """Lower clamp of the learnable ITC log-scale; None: none (CLIP). ALBEF's temp <= 0.5 is log 2."""
+    resolution_before: int = 224
+    """METER's key: the image size a checkpoint was pre-trained at (its Swin position tables and
+    ELIP's reference keep counts follow it); vlkit resamples position tables from the file's shape."""
+    img_prune_keep_from: str = "grid"
+    """ELIP keep counts as fractions of the real patch grid (``grid``) or, as ELIP-METER's code,
+    of a fixed ``(resolution_before // 32)^2`` grid (``resolution_before``: 44/34/22 at 224), to
+    evaluate released ELIP-METER checkpoints as they were trained."""
+    vilt_pos_grid: int = 0
+    """ViLT towers (``vit_*``): side of the stored position table, resized to each image's patch
+    grid at every forward (bilinear, ``align_corners=True``, as ViLT); 0: ``image_size //
+    patch_size``. The ``vilt`` preset sets ViLT's 12 (384 / 32), so ViLT checkpoints load as stored."""
+    trust_checkpoint: bool = False
+    """Allow full unpickling of checkpoint files (``load_path``, ``pretrain_path``, weight files) that
+    hold objects other than tensors and plain values; only for files from a trusted source."""
 
 VALUE_CHOICES: dict[str, tuple] = {
     "compile": (None, False, True, "blocks", "model"),

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 import vlkit
+from vlkit.utils.safe_load import safe_torch_load
 
 RESUME_KEYS = ("state_dict", "optimizer_states", "lr_schedulers", "global_step", "epoch", "vlkit")
 
@@ -63,7 +64,7 @@ def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = RESUME_
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; check the path (e.g. resume_from)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = safe_torch_load(path, "resume_from")
     except Exception as exc:
         raise ValueError(
             f"checkpoint {path} is corrupt or not a vlkit checkpoint ({type(exc).__name__}: {exc}); "
@@ -102,7 +103,7 @@ def read_state_file(path: str | os.PathLike, what: str) -> dict:
     """A ``torch.save``d state dict (an optimizer's or a schedule's), read on CPU."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} state file {path} does not exist; check the path or leave it out")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = safe_torch_load(path, f"{what} state file")
     if not isinstance(state, dict):
         raise ValueError(f"{what} state file {path} holds a {type(state).__name__}, not a state dict")
     return state

@@ -467,19 +467,31 @@ class Trainer:
         raise FloatingPointError(
             f"non-finite loss ({where}) at global step {self.state.global_step} (optimizer steps "
             f"done), epoch {self.state.epoch}, batch {self.state.batch_in_epoch} of the epoch: "
-            f"{terms}{samples}. Nothing was saved for this step ({self.checkpoint_dir / 'last.ckpt'} "
-            f"is the last good state); lower learning_rate, set gradient_clip_val or use precision=bf16"
+            f"{terms}{samples}. Nothing was saved for this step; {self._nonfinite_advice(self.state.global_step)}"
         )
+
+    def _nonfinite_advice(self, first_bad_step: int) -> str:
+        """Where the last good state is, and what to try, for a non-finite loss."""
+        last = self.checkpoint_dir / "last.ckpt"
+        saved = f"{last} is the last good state" if last.is_file() else "no checkpoint was written before it"
+        if first_bad_step == 0:
+            return f"{saved}; non-finite from the first step: check the loaded weights (load_path, pretrain_path) and the data"
+        return f"{saved}; lower learning_rate, set gradient_clip_val or use precision=bf16"
 
     def _note_nonfinite(self, loss: torch.Tensor) -> None:
         """Remember on the device whether a loss was NaN/inf (``finite_check=interval``: no sync)."""
         bad = ~torch.isfinite(loss.detach()).all()
-        self._nonfinite_seen = bad if self._nonfinite_seen is None else self._nonfinite_seen | bad
+        if self._nonfinite_seen is None:
+            self._nonfinite_since = self.state.global_step
+            self._nonfinite_seen = bad
+        else:
+            self._nonfinite_seen = self._nonfinite_seen | bad
 
     def _raise_if_nonfinite_seen(self) -> None:
         """Stop every rank when a loss since the last check was NaN/inf (``finite_check=interval``)."""
         if self._nonfinite_seen is None:
             return
+        first_possible = self._nonfinite_since
         seen = distributed.all_reduce_sum(self._nonfinite_seen.float().reshape(1)).item() > 0
         self._nonfinite_seen = None
         if seen:
@@ -487,8 +499,8 @@ class Trainer:
                 f"non-finite loss in the steps up to global step {self.state.global_step}, epoch "
                 f"{self.state.epoch} (finite_check=interval reads the check every log_every_n_steps="
                 f"{self.cfg.log_every_n_steps} steps; finite_check=step finds the exact step and batch at the "
-                f"cost of a host-device synchronisation per step). Nothing was saved since; lower "
-                f"learning_rate, set gradient_clip_val or use precision=bf16"
+                f"cost of a host-device synchronisation per step). Nothing was saved since; "
+                f"{self._nonfinite_advice(first_possible)}"
             )
 
     def _optimizer_step(self) -> None:

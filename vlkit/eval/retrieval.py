@@ -5,11 +5,19 @@
 * **Image retrieval** (``ir_r@k``): for each text (column), is its image among the top-k images
   of that column? Averaged over texts.
 
-Ties are resolved deterministically and pessimistically: a wrong candidate whose score equals
-the score of the true item is ranked *before* it. A query is a hit at k when fewer than k wrong
-candidates score ``>=`` its best true candidate. Ties among true candidates are irrelevant (any
-one of them counts). This avoids the implementation-defined tie order of ``torch.topk``; without
-ties the result equals the reference's top-k membership test.
+Ties at the cut follow ``ties`` (the ``recall_ties`` config key; ``RECALL_TIES``). Let a query's
+best true candidate score ``s``, ``a`` wrong candidates score above ``s`` and ``w`` wrong and ``p``
+true candidates score exactly ``s``:
+
+* ``expected`` (default): the expected recall under uniform random tie-breaking, i.e. the
+  probability that a true candidate of the tied group lands among the first ``k - a`` places of
+  that group, ``1 - C(w, k - a) / C(w + p, k - a)``. A caption string shared by several images (COCO
+  has such duplicates) then scores what a fair coin would give it, not 0.
+* ``pessimistic``: tied wrong candidates rank first (hit when ``a + w < k``), vlkit's earlier rule.
+* ``optimistic``: tied true candidates rank first (hit when ``a < k``).
+
+Without ties at the cut all three agree with the reference's top-k membership test, and no
+convention depends on ``torch.topk``'s implementation-defined tie order.
 
 An image with no text is a miss for every k in text retrieval (it stays in the denominator, as
 in the reference). All values are Python floats, fractions in [0, 1].
@@ -20,7 +28,10 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["recall_at_k", "scatter_candidate_scores", "topk_candidates"]
+__all__ = ["RECALL_TIES", "recall_at_k", "scatter_candidate_scores", "topk_candidates"]
+
+RECALL_TIES = ("expected", "pessimistic", "optimistic")
+"""Tie conventions of :func:`recall_at_k`."""
 
 
 def _as_long(ids: Sequence[int] | torch.Tensor, name: str) -> torch.Tensor:
@@ -62,16 +73,35 @@ def positive_mask(
     return mask
 
 
-def _wrong_before_best_true(scores: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
-    """Per query along ``dim``: how many wrong candidates score >= the best true candidate.
-
-    Queries without a true candidate get the largest int64 (never a hit, whatever k).
-    """
+def _hit_probability(scores: torch.Tensor, mask: torch.Tensor, dim: int, ks: Sequence[int],
+                     ties: str) -> dict[int, torch.Tensor]:
+    """Per query along ``dim`` and per k: the probability (0/1 unless ``ties=expected``) that a
+    true candidate is among the top k. Queries without a true candidate never hit."""
     neg_inf = torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device)
     best_true = torch.where(mask, scores, neg_inf).amax(dim=dim, keepdim=True)
-    ahead = ((scores >= best_true) & ~mask).sum(dim=dim)
+    above = ((scores > best_true) & ~mask).sum(dim=dim).double()
+    tied_wrong = ((scores == best_true) & ~mask).sum(dim=dim).double()
+    tied_true = ((scores == best_true) & mask).sum(dim=dim).double()
     has_true = mask.any(dim=dim)
-    return torch.where(has_true, ahead, torch.full_like(ahead, torch.iinfo(ahead.dtype).max))
+    out = {}
+    for k in ks:
+        if ties == "pessimistic":
+            hit = (above + tied_wrong < k).double()
+        elif ties == "optimistic":
+            hit = (above < k).double()
+        else:
+            places = (k - above).clamp(min=0)  # places of the tied group inside the top k
+            # P(no true candidate in the first `places` of a random order of the tied group)
+            all_wrong = torch.exp(_log_comb(tied_wrong, places) - _log_comb(tied_wrong + tied_true, places))
+            hit = torch.where(places > tied_wrong, torch.ones_like(places), 1 - all_wrong)
+        out[k] = torch.where(has_true, hit, torch.zeros_like(hit))
+    return out
+
+
+def _log_comb(n: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """log C(n, m) for m <= n (float64; callers mask the other entries)."""
+    m = torch.minimum(m, n)
+    return torch.lgamma(n + 1) - torch.lgamma(m + 1) - torch.lgamma(n - m + 1)
 
 
 def recall_at_k(
@@ -79,16 +109,18 @@ def recall_at_k(
     image_ids_of_texts: Sequence[int] | torch.Tensor,
     ks: Sequence[int] = (1, 5, 10),
     image_ids: Sequence[int] | torch.Tensor | None = None,
+    ties: str = "expected",
 ) -> dict[str, float]:
     """Recall@k for image retrieval (``ir_r{k}``) and text retrieval (``tr_r{k}``), plus ``r_mean``.
 
     ``scores``: (num_images, num_texts), higher is better. ``image_ids_of_texts``: for each text
     its image, as a row index (or as an id from ``image_ids``, one per row). ``r_mean`` is the
-    mean of all the returned recalls. Ties are pessimistic (see the module docstring). NaN scores
-    are rejected.
+    mean of all the returned recalls. ``ties``: see the module docstring. NaN scores are rejected.
     """
     if scores.ndim != 2:
         raise ValueError(f"scores must be (num_images, num_texts); got shape {tuple(scores.shape)}")
+    if ties not in RECALL_TIES:
+        raise ValueError(f"recall_ties={ties!r}; choose one of {list(RECALL_TIES)}")
     num_images, num_texts = scores.shape
     if num_images == 0 or num_texts == 0:
         raise ValueError(f"scores must be non-empty; got shape {tuple(scores.shape)}")
@@ -106,13 +138,13 @@ def recall_at_k(
         raise ValueError("scores contain NaN")
     mask = positive_mask(num_images, image_ids_of_texts, image_ids).to(scores.device)
 
-    tr_rank = _wrong_before_best_true(scores, mask, dim=1)  # (num_images,)
-    ir_rank = _wrong_before_best_true(scores, mask, dim=0)  # (num_texts,)
+    tr_hit = _hit_probability(scores, mask, dim=1, ks=ks, ties=ties)  # per image
+    ir_hit = _hit_probability(scores, mask, dim=0, ks=ks, ties=ties)  # per text
     out: dict[str, float] = {}
     for k in ks:
-        out[f"ir_r{k}"] = float((ir_rank < k).double().mean())
+        out[f"ir_r{k}"] = float(ir_hit[k].mean())
     for k in ks:
-        out[f"tr_r{k}"] = float((tr_rank < k).double().mean())
+        out[f"tr_r{k}"] = float(tr_hit[k].mean())
     out["r_mean"] = sum(out.values()) / len(out)
     return out
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -68,6 +69,15 @@ def _pair_chunks(
         yield torch.cat(images), torch.cat(texts)
 
 
+def _cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate along the batch, zero-padding dim 1 to the longest (ViLT's image batches differ
+    in token count; padding tokens have mask 0)."""
+    if tensors[0].dim() < 2 or len({t.shape[1] for t in tensors}) == 1:
+        return torch.cat(tensors)
+    longest = max(t.shape[1] for t in tensors)
+    return torch.cat([F.pad(t, (0, 0) * (t.dim() - 2) + (0, longest - t.shape[1])) for t in tensors])
+
+
 class RetrievalEvaluator:
     """Recall@1/5/10 both ways of a cross-encoder over one split (see the module docstring).
 
@@ -83,6 +93,7 @@ class RetrievalEvaluator:
         k_test: int = 128,
         pairs_per_batch: int = 512,
         progress: bool = True,
+        ties: str = "expected",
     ):
         if protocol not in PROTOCOLS:
             raise ValueError(f"retrieval_protocol={protocol!r}; choose one of {list(PROTOCOLS)}")
@@ -96,6 +107,7 @@ class RetrievalEvaluator:
         self.model, self.pair_score = model, pair_score
         self.protocol, self.k_test, self.pairs_per_batch = protocol, k_test, pairs_per_batch
         self.progress = progress and distributed.is_main()
+        self.ties = ties
         self.stats: dict[str, float] = {}
 
     # ----- stages -----------------------------------------------------------------------------
@@ -112,7 +124,7 @@ class RetrievalEvaluator:
                 itc.append(self.model.itc_head.embed_image(self.model.image_only_feats(embeds)).float())
         if not parts:
             raise ValueError("this process received no images to evaluate; use fewer processes than images")
-        cache = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+        cache = {key: _cat_padded([part[key] for part in parts]) for key in parts[0]}
         return rows, cache, torch.cat(itc) if itc else None
 
     def _itc_texts(self, texts: RetrievalTexts) -> torch.Tensor:
@@ -169,7 +181,7 @@ class RetrievalEvaluator:
             itc_texts = self._itc_texts(texts)
             itc_all_images = torch.cat([part.to(device) for part in distributed.all_gather_object(itc_images.cpu())])
             similarity = itc_all_images @ itc_texts.t()
-            itc_metrics = {f"itc_{k}": v for k, v in self._recall(similarity.cpu(), global_rows, texts).items()}
+            itc_metrics = {f"itc_{k}": v for k, v in self._recall(similarity.cpu(), global_rows, texts, self.ties).items()}
             tr_keep = self._top_mask(similarity, dim=1)
             ir_keep = self._top_mask(similarity, dim=0)
             local_keep = (tr_keep | ir_keep)[offset:offset + len(rows)]
@@ -180,10 +192,10 @@ class RetrievalEvaluator:
         total_pairs = int(distributed.all_reduce_sum(torch.tensor([num_pairs], device=device)).item())
         scores = torch.cat(distributed.all_gather_object(local_scores))
         if tr_keep is None:
-            metrics = self._recall(scores, global_rows, texts)
+            metrics = self._recall(scores, global_rows, texts, self.ties)
         else:
-            tr = self._recall(torch.where(tr_keep.cpu(), scores, float("-inf")), global_rows, texts)
-            ir = self._recall(torch.where(ir_keep.cpu(), scores, float("-inf")), global_rows, texts)
+            tr = self._recall(torch.where(tr_keep.cpu(), scores, float("-inf")), global_rows, texts, self.ties)
+            ir = self._recall(torch.where(ir_keep.cpu(), scores, float("-inf")), global_rows, texts, self.ties)
             metrics = {**{k: v for k, v in ir.items() if k.startswith("ir_")},
                        **{k: v for k, v in tr.items() if k.startswith("tr_")}}
             recalls = [v for k, v in metrics.items() if k.startswith(("ir_", "tr_"))]
@@ -199,7 +211,7 @@ class RetrievalEvaluator:
         return torch.zeros_like(similarity, dtype=torch.bool).scatter(dim, index, True)
 
     @staticmethod
-    def _recall(scores: torch.Tensor, rows: torch.Tensor, texts: RetrievalTexts) -> dict[str, float]:
+    def _recall(scores: torch.Tensor, rows: torch.Tensor, texts: RetrievalTexts, ties: str) -> dict[str, float]:
         """Recall over the first occurrence of each image row (a row seen twice, because a broken
         image was replaced, counts once); captions whose image is absent are left out."""
         first = {}
@@ -208,4 +220,4 @@ class RetrievalEvaluator:
         keep_rows = torch.tensor(sorted(first.values()))
         text_rows = texts.image_rows.cpu()
         kept_texts = torch.isin(text_rows, rows[keep_rows])
-        return recall_at_k(scores[keep_rows][:, kept_texts], text_rows[kept_texts], image_ids=rows[keep_rows])
+        return recall_at_k(scores[keep_rows][:, kept_texts], text_rows[kept_texts], image_ids=rows[keep_rows], ties=ties)

@@ -63,6 +63,9 @@ def _finetune_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("fine-tuning")
     group.add_argument("--finetune", default="",
                        help="pre-trained checkpoint: VLC / ViLT Lightning, ALBEF, MAE ({'model': ...}) or timm ViT")
+    group.add_argument("--trust_checkpoint", action="store_true",
+                       help="allow full unpickling of --finetune / --resume files that hold more than tensors "
+                            "(runs code stored in the file: only for files you trust)")
     group.add_argument("--global_pool", action="store_true")
     group.set_defaults(global_pool=True)
     group.add_argument("--cls_token", action="store_false", dest="global_pool",
@@ -73,8 +76,9 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data and run")
     group.add_argument("--data_path", default=REFERENCE_DATA_PATH, type=str,
                        help="dataset root holding train/ and val/ with one folder per class")
-    group.add_argument("--nb_classes", default=1000, type=int,
-                       help="classifier outputs (at least the number of class folders)")
+    group.add_argument("--nb_classes", default=None, type=int,
+                       help="classifier outputs (at least the number of class folders); default: the "
+                            "number of class folders in train/ (val/ when there is no train/)")
     group.add_argument("--output_dir", default="./output_dir",
                        help="checkpoints, log.txt, metrics.jsonl and plots; empty: write nothing")
     group.add_argument("--log_dir", default="./output_dir", help="TensorBoard folder (when tensorboard is installed)")
@@ -136,7 +140,7 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
     """Refuse values the run cannot use, naming the argument and the fix; returns ``args``."""
     positive = ("batch_size", "epochs", "accum_iter", "input_size", "nb_classes")
     for name in positive:
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} {getattr(args, name)}: must be at least 1")
     for name in ("patch_size", "embed_dim", "depth", "num_heads"):
         value = getattr(args, name)

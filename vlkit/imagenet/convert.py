@@ -97,14 +97,15 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], format: str, pa
     return report
 
 
-def load_pretrained(model: nn.Module, path: str, keep_head: bool = False) -> LoadReport:
+def load_pretrained(model: nn.Module, path: str, keep_head: bool = False, trust_checkpoint: bool = False) -> LoadReport:
     """Load the vision tower of the checkpoint at ``path`` into the classifier (``--finetune``).
 
     The head stays fresh (truncated normal, std 2e-5) unless ``keep_head`` (evaluating a
     fine-tuned classifier). Missing weights other than ``head`` / ``fc_norm`` / ``norm``, or extra
-    blocks, mean another architecture and raise an error naming the fix.
+    blocks, mean another architecture and raise an error naming the fix. ``trust_checkpoint``
+    allows full unpickling (``vlkit.utils.safe_load``).
     """
-    checkpoint = read_checkpoint(path, "--finetune")
+    checkpoint = read_checkpoint(path, "--finetune", trust_checkpoint)
     state, format, ignored = vision_weights(checkpoint, path)
     report = load_state(model, state, format, path, keep_head)
     report.ignored = ignored + report.ignored
@@ -133,11 +134,11 @@ def load_resumed(model: nn.Module, checkpoint: Mapping[str, Any], path: str) -> 
     return report
 
 
-def write_vision_checkpoint(source: str, out_dir: str) -> str:
+def write_vision_checkpoint(source: str, out_dir: str, trust_checkpoint: bool = False) -> str:
     """The reference's ``convert_vlc2mae.py``: the vision tower of ``source`` (any format above,
     prefix stripped, decoder and ``mask_token`` kept) as ``{"model": ...}`` in
     ``out_dir/mae_modelckpt``, written atomically. Returns the file's path."""
-    state, format, ignored = vision_weights(read_checkpoint(source, "--vlc_model"), source)
+    state, format, ignored = vision_weights(read_checkpoint(source, "--vlc_model", trust_checkpoint), source)
     path = os.path.join(out_dir, MAE_CHECKPOINT_NAME)
     atomic_torch_save({"model": state}, path)
     log.info("wrote %d vision tensors of %s checkpoint %s to %s (%d other keys left out)",

@@ -150,6 +150,21 @@ def _split_dir(args: argparse.Namespace, split: str) -> str:
     return path
 
 
+def resolve_nb_classes(args: argparse.Namespace) -> int:
+    """``args.nb_classes``, set from the class folders of ``train/`` (``val/`` without one) when not
+    given; a given value smaller than the folder's class count is refused."""
+    folder = os.path.join(args.data_path, "train")
+    if not os.path.isdir(folder):
+        folder = _split_dir(args, "val")
+    found = len(find_classes(folder)[0])
+    if args.nb_classes is None:
+        args.nb_classes = found
+    elif args.nb_classes < found:
+        raise ValueError(f"--nb_classes {args.nb_classes} is smaller than the {found} class folders of {folder}; "
+                         f"set --nb_classes {found} (or leave it out to use the folder's count)")
+    return args.nb_classes
+
+
 def build_datasets(args: argparse.Namespace, with_train: bool = True) -> tuple[SafeImageFolder | None, SafeImageFolder]:
     """``(train or None, val)`` from ``args.data_path``; val uses train's class indices (read from
     the folder names of ``train/`` when it exists, also for evaluation only)."""

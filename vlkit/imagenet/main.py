@@ -18,7 +18,7 @@ from torch import nn
 from vlkit.engine.progress import ProgressBar
 from vlkit.imagenet.args import check_args, get_args_parser
 from vlkit.imagenet.convert import load_pretrained, load_resumed
-from vlkit.imagenet.data import build_loaders
+from vlkit.imagenet.data import build_loaders, resolve_nb_classes
 from vlkit.imagenet.evaluate import evaluate
 from vlkit.engine.parallelize import apply_activation_checkpointing, apply_compile, configure_cuda_math, resolve_compile
 from vlkit.imagenet.models import build_classifier
@@ -63,11 +63,11 @@ def _accuracy_line(stats: dict[str, Any]) -> str:
 def _load_weights(model: nn.Module, args: argparse.Namespace) -> dict[str, Any] | None:
     """``--finetune`` weights, then ``--resume``'s model; returns the resume checkpoint."""
     if args.finetune:
-        report = load_pretrained(model, args.finetune, keep_head=args.eval)
+        report = load_pretrained(model, args.finetune, keep_head=args.eval, trust_checkpoint=args.trust_checkpoint)
         log.info("--finetune: %s", report)
     if not args.resume:
         return None
-    checkpoint = read_checkpoint(args.resume, "--resume")
+    checkpoint = read_checkpoint(args.resume, "--resume", args.trust_checkpoint)
     log.info("--resume: %s", load_resumed(model, checkpoint, args.resume))
     return checkpoint
 
@@ -167,6 +167,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     seed_everything(args.seed + info.rank)
     log.info("job dir %s; %d process(es), this is rank %d on %s", os.getcwd(), info.world_size, info.rank, info.device)
     log.info("%s", json.dumps(vars(args), sort_keys=True))
+    log.info("--nb_classes %d", resolve_nb_classes(args))
     model = build_classifier(args)
     checkpoint = _load_weights(model, args)
     model.to(info.device)

@@ -43,8 +43,8 @@ def _family(name: str) -> Callable[[Any], nn.Module]:
     return MODEL_FAMILIES[name]
 
 
-def _load_pretrained_vision_tower(model: nn.Module, path: str) -> LoadReport:
-    checkpoint = read_checkpoint(path, "pretrain_path")
+def _load_pretrained_vision_tower(model: nn.Module, path: str, trust_checkpoint: bool) -> LoadReport:
+    checkpoint = read_checkpoint(path, "pretrain_path", trust_checkpoint)
     format = detect_format(checkpoint, path)
     if format not in VISION_TOWER_FORMATS:
         raise ValueError(
@@ -64,10 +64,11 @@ def build_model_with_reports(cfg: Any) -> tuple[nn.Module, list[LoadReport]]:
     attach_momentum(model, cfg)
     reports = []
     if cfg.pretrain_path:
-        reports.append(_load_pretrained_vision_tower(model, cfg.pretrain_path))
+        reports.append(_load_pretrained_vision_tower(model, cfg.pretrain_path, cfg.trust_checkpoint))
         log.info("pretrain_path: %s", reports[-1])
     if cfg.load_path:
-        reports.append(load_checkpoint(model, cfg.load_path, config_key="load_path"))
+        reports.append(load_checkpoint(model, cfg.load_path, config_key="load_path",
+                                       trust_checkpoint=cfg.trust_checkpoint))
         log.info("load_path: %s", reports[-1])
     if hasattr(model, "momentum_model") and reports:
         loaded = (key for report in reports for key in report.loaded_keys)

@@ -17,7 +17,9 @@ Two scorers:
   query/key projections, so the blocks themselves keep the fused SDPA kernel.
 
 Keep counts are fractions of the real patch grid, ``floor(num_patches * keep_ratio)`` (the
-reference's fixed 49 / 256 is a bug). A stage that would discard nothing (``keep_ratio=1.0``) is
+reference's fixed 49 / 256 is a bug). ``img_prune_keep_from=resolution_before`` reproduces
+ELIP-METER's counts instead, fractions of a fixed ``(resolution_before // 32)^2`` grid (44/34/22
+at 224), to evaluate released ELIP-METER checkpoints as they were trained. A stage that would discard nothing (``keep_ratio=1.0``) is
 skipped instead of appending a zero token. Blocks may be timm ``Block``s or open_clip
 ``ResidualAttentionBlock``s (batch first); ``block_view`` is the one place that knows both.
 """
@@ -54,6 +56,8 @@ class PruneSchedule:
     scoring: str = "lookahead"
     text_weight: float = 0.2
     phases: tuple[str, ...] = PHASES
+    nominal_patches: int = 0
+    """Patch count the keep ratios apply to; 0: the real grid (ELIP-METER: ``(resolution_before // 32)^2``)."""
 
     def __post_init__(self) -> None:
         stages = len(self.begin_layer)
@@ -105,8 +109,17 @@ class PruneSchedule:
                 )
 
     def keep_counts(self, num_patches: int) -> list[int]:
-        """Patch tokens kept at each stage: ``floor(num_patches * keep_ratio)``, at least 1."""
-        counts = [math.floor(num_patches * ratio + 1e-9) for ratio in self.keep_ratio]
+        """Patch tokens kept at each stage: ``floor(num_patches * keep_ratio)``, at least 1; with
+        ``nominal_patches``, ``int(nominal_patches * keep_ratio)`` (ELIP-METER's)."""
+        if self.nominal_patches:
+            counts = [int(self.nominal_patches * ratio) for ratio in self.keep_ratio]
+            if max(counts) > num_patches:
+                raise ValueError(
+                    f"img_prune_keep_from=resolution_before keeps {max(counts)} patches but the image has only "
+                    f"{num_patches}: set resolution_before to the checkpoint's, or img_prune_keep_from=grid"
+                )
+        else:
+            counts = [math.floor(num_patches * ratio + 1e-9) for ratio in self.keep_ratio]
         if min(counts) < 1:
             raise ValueError(
                 f"img_prune.keep_ratio={list(self.keep_ratio)} keeps no patch of a {num_patches}-patch "
@@ -130,7 +143,22 @@ def schedule_from_config(cfg: Any) -> PruneSchedule | None:
         scoring=cfg.img_prune_scoring,
         text_weight=float(cfg.img_prune_text_weight),
         phases=tuple(cfg.img_prune_phases),
+        nominal_patches=_nominal_patches(cfg),
     )
+
+
+KEEP_FROM = ("grid", "resolution_before")
+
+
+def _nominal_patches(cfg: Any) -> int:
+    """0 (the real grid), or ELIP-METER's fixed ``(resolution_before // 32)^2`` (``img_prune_keep_from``)."""
+    if cfg.img_prune_keep_from not in KEEP_FROM:
+        raise ValueError(f"img_prune_keep_from={cfg.img_prune_keep_from!r}: choose one of {list(KEEP_FROM)}")
+    if cfg.img_prune_keep_from == "grid":
+        return 0
+    if cfg.resolution_before < 32:
+        raise ValueError(f"resolution_before={cfg.resolution_before}: give the checkpoint's training resolution (>= 32)")
+    return (cfg.resolution_before // 32) ** 2
 
 
 def phase(training: bool, is_pretrain: bool) -> str:

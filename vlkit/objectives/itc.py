@@ -35,14 +35,16 @@ def itc_loss(
     logit_scale: torch.Tensor,
     *,
     max_logit_scale: float = CLIP_MAX_LOGIT_SCALE,
+    min_logit_scale: float | None = None,
     in_batch: bool = False,
     consistency_weight: float = 0.0,
 ) -> LossOutput:
     """Mean of image→text and text→image cross-entropy over the similarity of unit vectors.
 
     ``image_embeds`` and ``text_embeds`` are (B, D), L2-normalised, row i of each a matched pair.
-    ``logit_scale`` is the log inverse temperature, clamped to ``max_logit_scale`` (log 100 as
-    CLIP; ALBEF's temp >= 0.001 is log 1000).
+    ``logit_scale`` is the log inverse temperature, clamped to ``[min_logit_scale,
+    max_logit_scale]`` (CLIP: at most log 100, no lower bound; ALBEF's temp in [0.001, 0.5] is
+    [log 2, log 1000]).
 
     * Default: the negatives are every rank's rows (gathered with gradients; equal B per rank).
     * ``in_batch`` (GRIT-VLP): only this rank's rows, and each direction back-propagates through
@@ -60,7 +62,7 @@ def itc_loss(
     else:
         all_images, offset = _gather_with_grad(image_embeds)
         all_texts, _ = _gather_with_grad(text_embeds)
-    scale = logit_scale.clamp(max=max_logit_scale).exp()
+    scale = logit_scale.clamp(min=min_logit_scale, max=max_logit_scale).exp()
     targets = torch.arange(offset, offset + image_embeds.shape[0], device=image_embeds.device)
     image_to_text = scale * image_embeds @ all_texts.t()
     text_to_image = scale * text_embeds @ all_images.t()
@@ -83,13 +85,14 @@ def momentum_itc_loss(
     *,
     alpha: float = 0.0,
     max_logit_scale: float = CLIP_MAX_LOGIT_SCALE,
+    min_logit_scale: float | None = None,
 ) -> LossOutput:
     """ALBEF's ITC with a momentum model: each image (B, D) against ``text_keys`` (K, D) and each
     text against ``image_keys``, all unit vectors.
 
     The keys are the momentum model's features of this batch (row b: pair b) followed by its
     queue; gradients flow through the queries only. ``positives`` (B, K) marks each query's
-    positive keys (at least key b); the hard target is uniform over them. With ``alpha`` > 0 it
+    positive keys (at least key b); ``logit_scale`` is clamped as in :func:`itc_loss`. The hard target is uniform over them. With ``alpha`` > 0 it
     is mixed with the momentum model's own distribution over the keys (its queries are
     ``keys[:B]``): ``alpha · softmax(momentum logits) + (1 − alpha) · hard``. The loss is the mean
     of the two directions' cross-entropies; accuracy counts images whose best text is a positive.
@@ -101,7 +104,7 @@ def momentum_itc_loss(
             f"image keys {tuple(image_keys.shape)} match text keys {tuple(text_keys.shape)}"
         )
     image_keys, text_keys = image_keys.detach(), text_keys.detach()
-    scale = logit_scale.clamp(max=max_logit_scale).exp()
+    scale = logit_scale.clamp(min=min_logit_scale, max=max_logit_scale).exp()
     hard = positives.float() / positives.sum(dim=1, keepdim=True).clamp(min=1)
     image_to_text = scale * image_embeds @ text_keys.t()
     text_to_image = scale * text_embeds @ image_keys.t()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +31,10 @@ from vlkit.data.lxmert import AnswerTable, normalize_answer, pretrain_sentences,
 from vlkit.engine.logging import run_name
 from vlkit.eval.metrics import SumMeter, ratio
 from vlkit.models.build import build_model
-from vlkit.models.checkpoints import load_checkpoint
+from vlkit.models.checkpoints import load_checkpoint, read_checkpoint
+from vlkit.models.checkpoints.clip import read_clip_state_dict
 from vlkit.models.checkpoints.clipvil import write_pretrain_files, write_vqa_file
+from vlkit.models.checkpoints.clipvil_parts import reference_only_parts
 from vlkit.objectives import classification_loss, itm_loss, mlm_loss, vqa_loss, vqa_targets
 from vlkit.tasks.arrow_task import ArrowTask, logged_terms, term_loss
 from vlkit.tasks.vqa import VQATask
@@ -69,6 +71,17 @@ class ClipVilData(ArrowTask):
 
     def collate_fn(self, split: str) -> Callable[[list], dict]:
         return LxmertCollator(self.tokenizer, self.cfg.mlm_prob, self.cfg.whole_word_masking)
+
+    @cached_property
+    def reference_parts(self) -> dict[str, torch.Tensor]:
+        """What the reference layout holds beyond the model (``clipvil_parts``), for the files
+        written into ``reference_checkpoint_dir``: from ``load_path`` where it has them."""
+        trust = self.cfg.trust_checkpoint
+        loaded = read_checkpoint(self.cfg.load_path, "load_path", trust) if self.cfg.load_path else None
+        if loaded is not None and isinstance(loaded.get("state_dict"), Mapping):
+            loaded = loaded["state_dict"]
+        clip_state = read_clip_state_dict(self.cfg.clip_path, "clip_path", trust) if self.cfg.clip_path else None
+        return reference_only_parts(self.cfg, loaded, clip_state)
 
 
 class ClipVilPretrainTask(ClipVilData):
@@ -146,7 +159,8 @@ class ClipVilPretrainTask(ClipVilData):
         """With ``reference_checkpoint_dir``: ``EpochNN_LXRT*.pth`` (or ``EpochNNStepS_LXRT*.pth``
         within an epoch) there too, as the reference saves them."""
         if self.cfg.reference_checkpoint_dir:
-            written = write_pretrain_files(checkpoint, self.cfg.reference_checkpoint_dir, end_of_epoch)
+            written = write_pretrain_files(checkpoint, self.cfg.reference_checkpoint_dir, end_of_epoch,
+                                           self.reference_parts)
             log.info("reference-layout checkpoint: %s", written[0])
 
 
@@ -180,7 +194,8 @@ class ClipVilVqaTask(ClipVilData, VQATask):
             if self.cfg.vqa_head_from_qa:
                 table = qa_answer_table(self.cfg)
                 model.answer_transplant = (table.answers, [normalize_answer(a) for a in self.answers])
-            log.info("load_path: %s", load_checkpoint(model, self.cfg.load_path, config_key="load_path"))
+            log.info("load_path: %s", load_checkpoint(model, self.cfg.load_path, config_key="load_path",
+                                                              trust_checkpoint=self.cfg.trust_checkpoint))
         return model
 
     def build_dataset(self, split: str) -> Dataset | None:
@@ -220,9 +235,9 @@ class ClipVilVqaTask(ClipVilData, VQATask):
         ``BEST.pth`` whenever the validation score improved, as the reference saves them."""
         folder = self.cfg.reference_checkpoint_dir
         if folder:
-            write_vqa_file(checkpoint, os.path.join(folder, "LAST.pth"))
+            write_vqa_file(checkpoint, os.path.join(folder, "LAST.pth"), self.reference_parts)
             if is_best:
-                write_vqa_file(checkpoint, os.path.join(folder, "BEST.pth"))
+                write_vqa_file(checkpoint, os.path.join(folder, "BEST.pth"), self.reference_parts)
 
     def submission_path(self, out_dir: str, split: str = "test") -> str:
         """``{log_dir}/{run name}/{split}_predict.json``: the reference's ``<output>/test_predict.json``."""

@@ -69,7 +69,8 @@ def momentum_itc_term(model: nn.Module, text_ids: torch.Tensor, text_masks: torc
         key_index = torch.cat([key_index, queued])
     positives = query_index[:, None] == key_index[None, :]
     out = momentum_itc_loss(image, text, image_keys, text_keys, positives, model.itc_head.logit_scale,
-                            alpha=alpha, max_logit_scale=cfg.itc_max_logit_scale)
+                            alpha=alpha, max_logit_scale=cfg.itc_max_logit_scale,
+                            min_logit_scale=cfg.itc_min_logit_scale)
     return ContrastiveOutput(out.loss, out.correct, out.total, image_embeds=image, text_embeds=text)
 
 
@@ -80,6 +81,7 @@ def itc_term(model: nn.Module, text_ids: torch.Tensor, text_masks: torch.Tensor,
     image, text = _itc_embeddings(model, text_ids, text_masks, image_embeds)
     out = itc_loss(
         image, text, model.itc_head.logit_scale, max_logit_scale=cfg.itc_max_logit_scale,
+        min_logit_scale=cfg.itc_min_logit_scale,
         in_batch=cfg.itc_in_batch, consistency_weight=cfg.itc_consistency_weight,
     )
     return ContrastiveOutput(out.loss, out.correct, out.total, image_embeds=image, text_embeds=text)

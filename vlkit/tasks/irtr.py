@@ -82,13 +82,15 @@ class RecallEvaluation(ArrowTask):
             model, lambda features: self.match_score(model, features),
             protocol=self.cfg.retrieval_protocol, k_test=self.cfg.k_test,
             pairs_per_batch=self.cfg.eval_pairs_per_batch, progress=self.cfg.progress_bar,
+            ties=self.cfg.recall_ties,
         )
         metrics = evaluator.evaluate(images, texts)
         metrics["the_metric"] = metrics["ir_r1"] + metrics["tr_r1"]
         return metrics
 
     def evaluation_info(self) -> dict[str, Any]:
-        return {"protocol": self.cfg.retrieval_protocol, "k_test": self.cfg.k_test}
+        return {"protocol": self.cfg.retrieval_protocol, "k_test": self.cfg.k_test,
+                "recall_ties": self.cfg.recall_ties}
 
 
 class IRTRTask(RecallEvaluation):

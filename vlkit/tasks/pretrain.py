@@ -146,7 +146,8 @@ class PretrainTask(ArrowTask):
         ``hardest`` or ``sampled``); labels B ones then 2B zeros. Captions of one image are never
         each other's negatives."""
         same_image = batch["img_index"][:, None] == batch["img_index"][None, :]
-        scale = model.itc_head.logit_scale.detach().clamp(max=self.cfg.itc_max_logit_scale).exp()
+        scale = model.itc_head.logit_scale.detach().clamp(
+            min=self.cfg.itc_min_logit_scale, max=self.cfg.itc_max_logit_scale).exp()
         image_for_text, text_for_image = in_batch_negatives(
             scale * itc.similarity(), same_image, sample=self.cfg.itm_negatives == "sampled"
         )

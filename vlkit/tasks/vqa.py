@@ -148,7 +148,7 @@ class VQATask(ArrowTask):
             human = self.human_answers.get(question_id)
             if human:
                 meter.add("official_questions", 1.0)
-                meter.add("official_accuracy", vqa_accuracy(self.answers[label], human))
+                meter.add("official_accuracy", vqa_accuracy(self.answers[label], human, self.cfg.vqa_normalize))
 
     def submission_path(self, out_dir: str) -> str:
         """Where ``test`` writes: ``{log_dir}/vqa_submit_{checkpoint stem}.json`` (VLC's)."""

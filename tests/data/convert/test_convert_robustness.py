@@ -178,3 +178,17 @@ def test_memory_stays_flat_as_the_dataset_grows(tmp_path):
     assert growth < image_bytes / 4, (growth, image_bytes)
     assert open_arrow(os.path.join(str(tmp_path / "out_large"), "sbu_0.arrow")).num_rows == 400
     assert pa.total_allocated_bytes() < image_bytes / 4
+
+
+def test_check_accepts_a_vqa_test_split_without_answers(tmp_path):
+    """Test splits have no answers: rows whose answer lists are empty are fine there, not in val."""
+    from vlkit.data.synthetic import VQA_SCHEMA
+
+    for name in ("vqav2_test", "vqav2_test-dev", "vqav2_val"):
+        writer = ArrowTableWriter(os.path.join(str(tmp_path), f"{name}.arrow"), VQA_SCHEMA)
+        writer.add({"image": raw.image_bytes(1), "questions": ["what?"], "answers": [[]], "answer_labels": [[]],
+                    "answer_scores": [[]], "image_id": 1, "question_id": [7], "split": name.split("_")[1]})
+        writer.close()
+    report = check_directory(str(tmp_path), progress=False)
+    assert report["tables"]["vqav2_test"]["vqa"]["questions_with_answer"] == 0
+    assert report["problems"] == ["vqav2_val: 1 questions without an answer label"]

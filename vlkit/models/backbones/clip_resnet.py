@@ -76,10 +76,10 @@ class ClipResNetGrid(ModifiedResNet):
         x = self.stem(images)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
-    def load_clip(self, path: str) -> LoadReport:
+    def load_clip(self, path: str, trust_checkpoint: bool = False) -> LoadReport:
         """Fill the ResNet from a local CLIP file (``read_clip_state_dict``); the attention pool and
         the text tower are reported as ignored. A file of another ResNet shape is refused."""
-        state = read_clip_state_dict(path, "clip_path")
+        state = read_clip_state_dict(path, "clip_path", trust_checkpoint)
         if visual_kind(state) != "resnet":
             raise ValueError(f"clip_path={path!r} holds a CLIP ViT, not a ResNet; give an RN50/RN50x4/... file")
         visual = visual_state(state)

@@ -140,10 +140,11 @@ def meter_tower_state(visual: Mapping[str, torch.Tensor], tower: ClipVisionTower
     return kept
 
 
-def load_clip_tower(path: str, image_size: int, patch_size: int, width: int, config_key: str = "vit") -> ClipVisionTower:
+def load_clip_tower(path: str, image_size: int, patch_size: int, width: int, config_key: str = "vit",
+                    trust_checkpoint: bool = False) -> ClipVisionTower:
     """A tower from a CLIP file (OpenAI archive or state dict, open_clip checkpoint) with CLIP's
     last block dropped; ``patch_size`` and ``width`` are checked against the file."""
-    visual = visual_state(read_clip_state_dict(path, config_key))
+    visual = visual_state(read_clip_state_dict(path, config_key, trust_checkpoint))
     if visual_kind({f"visual.{key}": value for key, value in visual.items()}) != "vit":
         raise ValueError(f"{config_key}={path!r} holds a CLIP ResNet; METER's tower is a CLIP ViT (ViT-B/16, ViT-B/32)")
     arch = clip_architecture(visual)
@@ -181,4 +182,5 @@ def clip_vit_tower(cfg: Any) -> ClipVisionTower:
     if cfg.backbone_init != "pretrained":
         raise ValueError(f"backbone_init={cfg.backbone_init!r}: choose 'pretrained' or 'random'")
     path = clip_weights_path(cfg.vit, cfg.clip_cache_dir)
-    return load_clip_tower(path, cfg.image_size, cfg.patch_size, cfg.input_image_embed_size)
+    return load_clip_tower(path, cfg.image_size, cfg.patch_size, cfg.input_image_embed_size,
+                           trust_checkpoint=cfg.trust_checkpoint)

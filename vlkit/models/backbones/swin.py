@@ -19,6 +19,8 @@ from typing import Any, Mapping
 import torch
 from timm.models.swin_transformer import SwinTransformer, checkpoint_filter_fn
 
+from vlkit.utils.safe_load import safe_torch_load
+
 SWIN_STRIDE = 32
 """Pixels per final-stage token side."""
 SWIN_HEAD_WIDTH = 32
@@ -112,7 +114,7 @@ def build_swin_tower(cfg: Any) -> SwinVisionTower:
             f"swin_weights=<path of {cfg.vit}.pth or a timm checkpoint> (now {cfg.swin_weights!r}), or "
             "build from random weights with backbone_init=random"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = safe_torch_load(path, "swin_weights", cfg.trust_checkpoint)
     state = state.get("model", state.get("state_dict", state))
     arch = swin_file_architecture(state)
     if arch.embed_dim * 8 != cfg.input_image_embed_size:

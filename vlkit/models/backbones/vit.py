@@ -5,7 +5,10 @@ Two flavours, chosen by the ``vit`` config name:
 * ``mae_vit_*`` (VLC): fixed 2-D sin-cos ``pos_embed`` (not trained, CLS row zeros), no dropout,
   MAE initialisation (xavier-uniform Linear and patch projection, N(0, 0.02) tokens).
 * ``vit_*`` (ViLT): learned ``pos_embed``, dropout ``drop_rate`` after the embedding and in every
-  block, timm initialisation (truncated N(0, 0.02)).
+  block, timm initialisation (truncated N(0, 0.02)). It takes ViLT's inputs (``vlkit.models.
+  vilt_inputs``): images of any size that is a multiple of the patch, zero-padded in a batch,
+  with per-image patch masks, the position table (``vilt_pos_grid``; ViLT's 12 x 12) resized to
+  each image's grid at every forward, and ``max_image_len`` patch sampling.
 
 Both use LayerNorm eps 1e-6 and qkv bias; every attention goes through
 ``F.scaled_dot_product_attention`` with a boolean key-padding mask.
@@ -25,6 +28,7 @@ from torch import nn
 from vlkit.models.masking import patchify, random_masking
 from vlkit.models.pos_embed import sincos_2d
 from vlkit.models.token_reduction import TokenPruner, token_pruner_from_config
+from vlkit.models.vilt_inputs import interpolated_positions, sample_patches, valid_patch_grid
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,8 @@ class VisionTransformer(nn.Module):
         decoder_dim: int = 0,
         decoder_depth: int = 0,
         decoder_heads: int = 1,
+        pos_grid: int = 0,
+        vilt_inputs: bool = False,
     ):
         super().__init__()
         if image_size % patch_size:
@@ -111,11 +117,16 @@ class VisionTransformer(nn.Module):
         self.grid_size = image_size // patch_size
         self.num_patches = self.grid_size**2
         self.learned_pos = learned_pos
+        self.vilt_inputs = vilt_inputs
+        """ViLT's inputs: any image size, per-image patch masks, positions resized at every forward."""
+        self.pos_grid = pos_grid or self.grid_size
+        if self.pos_grid != self.grid_size and not vilt_inputs:
+            raise ValueError(f"vilt_pos_grid={pos_grid} applies to ViLT's vit_* towers only; set vilt_pos_grid=0")
 
-        self.patch_embed = PatchEmbed(image_size, patch_size, 3, dim)
+        self.patch_embed = PatchEmbed(image_size, patch_size, 3, dim, strict_img_size=not self.vilt_inputs)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(
-            torch.zeros(1, 1 + self.num_patches, dim), requires_grad=learned_pos
+            torch.zeros(1, 1 + self.pos_grid**2, dim), requires_grad=learned_pos
         )
         self.pos_drop = nn.Dropout(drop_rate)
         self.blocks = _blocks(dim, depth, num_heads, mlp_ratio, drop_rate)
@@ -159,6 +170,29 @@ class VisionTransformer(nn.Module):
         With ``mask_ratio`` > 0 a random ``mask_ratio`` of the patches is dropped (global RNG) and
         ``mask`` (B, N; 1 = removed) and ``ids_restore`` (B, N) are returned, else two ``None``.
         """
+        self._check_images(images)
+        if self.vilt_inputs:  # every patch real: the table resized to the batch grid
+            height, width = images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size
+            sides = torch.full((images.shape[0],), height), torch.full((images.shape[0],), width)
+            positions = interpolated_positions(self.pos_embed[:, 1:], (self.pos_grid, self.pos_grid), *sides,
+                                               height, width)
+        else:
+            positions = self.pos_embed[:, 1:]
+        x = self.patch_embed(images) + positions
+        mask = ids_restore = None
+        if mask_ratio > 0:
+            x, mask, ids_restore = random_masking(x, mask_ratio)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+        return self.pos_drop(torch.cat([cls, x], dim=1)), mask, ids_restore
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        if self.vilt_inputs:
+            if images.dim() != 4 or images.shape[-2] % self.patch_size or images.shape[-1] % self.patch_size:
+                raise ValueError(
+                    f"image batch of shape {tuple(images.shape)}: ViLT's tower takes (B, 3, H, W) with H and W "
+                    f"multiples of patch_size={self.patch_size} (the pixelbert transforms give them)"
+                )
+            return
         expected = (self.image_size, self.image_size)
         if images.dim() != 4 or tuple(images.shape[-2:]) != expected:
             raise ValueError(
@@ -166,12 +200,22 @@ class VisionTransformer(nn.Module):
                 f"(B, 3, {self.image_size}, {self.image_size}); set image_size={images.shape[-1]} "
                 "or resize the images"
             )
-        x = self.patch_embed(images) + self.pos_embed[:, 1:]
-        mask = ids_restore = None
-        if mask_ratio > 0:
-            x, mask, ids_restore = random_masking(x, mask_ratio)
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
-        return self.pos_drop(torch.cat([cls, x], dim=1)), mask, ids_restore
+
+    def embed_vilt(self, images: torch.Tensor, max_image_len: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+        """ViLT's image tokens of a zero-padded batch (``vlkit.models.vilt_inputs``): ``tokens``
+        (B, 1 + K, D), CLS first, and ``masks`` (B, 1 + K), 0 on padding patches."""
+        self._check_images(images)
+        features = self.patch_embed.proj(images)
+        batch, dim, height, width = features.shape
+        valid = valid_patch_grid(images, height, width)
+        positions = interpolated_positions(self.pos_embed[:, 1:], (self.pos_grid, self.pos_grid),
+                                           valid[:, :, 0].sum(dim=1), valid[:, 0, :].sum(dim=1), height, width)
+        x = self.patch_embed.norm(features.flatten(2).transpose(1, 2)) + positions
+        index, keep = sample_patches(valid.flatten(1), max_image_len)
+        x = x.gather(1, index[..., None].expand(-1, -1, dim))
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(batch, -1, -1)
+        masks = torch.cat([keep.new_ones(batch, 1), keep], dim=1)
+        return self.pos_drop(torch.cat([cls, x], dim=1)), masks
 
     def prunes(self) -> bool:
         """Whether an ``encode`` with ``image_start`` prunes now (a pruner, active in this phase)."""
@@ -244,5 +288,7 @@ def build_vision_tower(cfg: Any) -> VisionTransformer:
         decoder_dim=cfg.mae_decoder_dim if with_decoder else 0,
         decoder_depth=cfg.mae_decoder_depth,
         decoder_heads=cfg.mae_decoder_heads,
+        pos_grid=cfg.vilt_pos_grid if flavour == "vilt" else 0,
+        vilt_inputs=flavour == "vilt",
     )
     return with_token_pruner(tower, cfg)

@@ -18,11 +18,7 @@ cross-attention family's paired NLVR2 fusion layers, or its VQA answer decoder).
 """
 from __future__ import annotations
 
-import functools
 import logging
-import os
-import pickle
-import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -31,6 +27,7 @@ from torch import nn
 
 from vlkit.models.checkpoints import albef, clipvil, lightning, mae, meter, timm_vit
 from vlkit.models.pos_embed import grid_side, resample_pos_embed
+from vlkit.utils.safe_load import safe_torch_load
 
 log = logging.getLogger(__name__)
 
@@ -72,63 +69,10 @@ class LoadReport:
         return "\n".join(lines)
 
 
-class _Unimportable(dict):
-    """Stands in for a class a checkpoint names that cannot be imported here; keeps the state
-    unpickling gives it (dict items, ``__setstate__``). A dict, so containers such as sacred's
-    ``ReadOnlyDict`` come back with their contents."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        try:  # a dict subclass rebuilt as cls(items)
-            super().__init__(*args, **kwargs)
-        except (TypeError, ValueError):
-            super().__init__()
-
-    def __setstate__(self, state: Any) -> None:
-        self.__dict__["state"] = state
-
-
-@functools.cache
-def _placeholder(module: str, name: str) -> type:
-    log.info("checkpoint refers to %s.%s, which is not importable; a placeholder stands in", module, name)
-    return type(name, (_Unimportable,), {"__module__": module})
-
-
-class _LenientUnpickler(pickle.Unpickler):
-    """Full unpickling that tolerates classes of libraries that are not installed, e.g. the
-    ``pytorch_lightning`` callback types that PL 1.1 (ViLT's and VLC's) used as the keys of
-    ``checkpoint["callbacks"]``."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
-            return _placeholder(module, name)
-
-
-_LENIENT_PICKLE = types.ModuleType("vlkit_lenient_pickle")
-_LENIENT_PICKLE.Unpickler = _LenientUnpickler  # type: ignore[attr-defined]
-_LENIENT_PICKLE.load = lambda file, **kwargs: _LenientUnpickler(file, **kwargs).load()  # type: ignore[attr-defined]
-
-
-def read_checkpoint(path: str, config_key: str = "path") -> Mapping[str, Any]:
-    """``torch.load`` on CPU, weights only; falls back to full unpickling with a warning, where
-    classes of libraries that are not installed (old Lightning's) become placeholders."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{config_key}={path!r}: no such file; give the path of an existing checkpoint "
-            f"or set {config_key}=''"
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        log.warning(
-            "%s=%s holds objects other than tensors (%s); loading it with weights_only=False, "
-            "which runs its pickled code: only do this for files you trust",
-            config_key, path, str(error).splitlines()[0],
-        )
-        checkpoint = torch.load(
-            path, map_location="cpu", weights_only=False, pickle_module=_LENIENT_PICKLE
-        )
+def read_checkpoint(path: str, config_key: str = "path", trust_checkpoint: bool = False) -> Mapping[str, Any]:
+    """A checkpoint dict read on CPU with ``vlkit.utils.safe_load.safe_torch_load`` (weights only
+    unless ``trust_checkpoint``); errors name the file and ``config_key``."""
+    checkpoint = safe_torch_load(path, config_key, trust_checkpoint)
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"{config_key}={path!r} holds a {type(checkpoint).__name__}, not a dict")
     return checkpoint
@@ -251,13 +195,14 @@ def apply_checkpoint(
 
 
 def load_checkpoint(
-    model: nn.Module, path: str, format: str = "auto", strict: bool = False, config_key: str = "path"
+    model: nn.Module, path: str, format: str = "auto", strict: bool = False, config_key: str = "path",
+    trust_checkpoint: bool = False,
 ) -> LoadReport:
     """Read ``path`` and load it into ``model`` (``format``: ``auto`` or a key of ``FORMATS``).
 
     ``strict`` raises when keys are missing or unexpected; ``config_key`` names the setting the
-    path came from in error messages.
+    path came from in error messages; ``trust_checkpoint`` allows full unpickling.
     """
-    checkpoint = read_checkpoint(path, config_key)
+    checkpoint = read_checkpoint(path, config_key, trust_checkpoint)
     chosen = detect_format(checkpoint, path) if format == "auto" else format
     return apply_checkpoint(model, checkpoint, chosen, path, strict)

@@ -14,6 +14,8 @@ from typing import Any, Mapping
 
 import torch
 
+from vlkit.utils.safe_load import safe_jit_state_dict
+
 METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
 """Integer entries of OpenAI's archives that are not weights (their loader deletes them too)."""
 
@@ -33,10 +35,11 @@ def _unwrap(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
     return checkpoint
 
 
-def read_clip_state_dict(path: str, config_key: str = "path") -> dict[str, torch.Tensor]:
+def read_clip_state_dict(path: str, config_key: str = "path", trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
     """The CLIP weights in ``path`` in OpenAI's key names, on CPU, without metadata entries.
 
-    ``config_key`` names the setting the path came from in error messages.
+    ``config_key`` names the setting the path came from in error messages; ``trust_checkpoint``
+    allows full unpickling of a non-TorchScript file (``vlkit.utils.safe_load``).
     """
     from vlkit.models.checkpoints import read_checkpoint
 
@@ -46,9 +49,9 @@ def read_clip_state_dict(path: str, config_key: str = "path") -> dict[str, torch
             "(e.g. ViT-B-16.pt, RN50.pt) or an open_clip state dict (weights cannot be downloaded here)"
         )
     if is_torchscript(path):
-        state = torch.jit.load(path, map_location="cpu").state_dict()
+        state = safe_jit_state_dict(path, config_key)
     else:
-        state = _unwrap(read_checkpoint(path, config_key))
+        state = _unwrap(read_checkpoint(path, config_key, trust_checkpoint))
     if not any(isinstance(key, str) and key.startswith(("visual.", "module.visual.")) for key in state):
         raise ValueError(
             f"{config_key}={path!r} holds no CLIP image tower (no 'visual.*' keys; first keys: "

@@ -9,7 +9,8 @@ Two layouts, both with DDP's ``module.`` prefix:
 
 A Hugging Face BERT (``bert.*``, ``cls.*``, old ``gamma``/``beta`` names) reads as the same layout.
 The parts the model does not have (the box projection ``visn_fc.box_*``, CLIP's attention pool and
-text tower) keep their names and are reported as unexpected. LXMERT's two-stream layers
+text tower) keep their names and are reported as unexpected; the writers add them back
+(``extras``, from ``clipvil_parts.reference_only_parts``) so that exported files hold every key. LXMERT's two-stream layers
 (``encoder.r_layers``, ``encoder.x_layers``) map too, though no released checkpoint has them.
 """
 from __future__ import annotations
@@ -107,9 +108,11 @@ def _reference_key(name: str, layout: str) -> str | None:
     return None if reference.startswith("logit_fc.") else f"module.{reference}"
 
 
-def to_clipvil(state: Mapping[str, torch.Tensor], layout: str = "pretrain") -> dict[str, torch.Tensor]:
+def to_clipvil(state: Mapping[str, torch.Tensor], layout: str = "pretrain",
+               extras: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """A ``model=clipvil`` state dict in the reference's ``EpochNN_LXRT.pth`` (``pretrain``) or
-    ``BEST.pth`` (``vqa``) layout; heads the layout has no place for are left out."""
+    ``BEST.pth`` (``vqa``) layout; heads the layout has no place for are left out. ``extras``
+    (reference names without prefix, ``bert.encoder....``) are added at the layout's prefix."""
     if layout not in ("pretrain", "vqa"):
         raise ValueError(f"layout={layout!r}: choose 'pretrain' (EpochNN_LXRT.pth) or 'vqa' (BEST.pth)")
     out = {}
@@ -117,6 +120,8 @@ def to_clipvil(state: Mapping[str, torch.Tensor], layout: str = "pretrain") -> d
         key = _reference_key(name, layout)
         if key is not None:
             out[key] = value.detach().clone()
+    prefix = "module.lxrt_encoder.model." if layout == "vqa" else "module."
+    out.update({prefix + name: value.detach().clone() for name, value in (extras or {}).items()})
     return out
 
 
@@ -132,11 +137,13 @@ def pretrain_file_prefix(checkpoint: Mapping[str, Any], end_of_epoch: bool) -> s
     return f"Epoch{epoch:02d}" if end_of_epoch else f"Epoch{epoch:02d}Step{checkpoint['global_step']}"
 
 
-def write_pretrain_files(checkpoint: Mapping[str, Any], folder: str, end_of_epoch: bool) -> list[str]:
-    """A vlkit pre-training checkpoint as the reference's ``<prefix>_LXRT.pth`` and its optimizer /
-    schedule side files (``SIDE_FILES``) in ``folder``, each written atomically; the paths."""
+def write_pretrain_files(checkpoint: Mapping[str, Any], folder: str, end_of_epoch: bool,
+                         extras: Mapping[str, torch.Tensor] | None = None) -> list[str]:
+    """A vlkit pre-training checkpoint (plus ``extras``, see ``to_clipvil``) as the reference's
+    ``<prefix>_LXRT.pth`` and its optimizer / schedule side files (``SIDE_FILES``) in ``folder``,
+    each written atomically; the paths."""
     prefix = os.path.join(folder, pretrain_file_prefix(checkpoint, end_of_epoch) + "_LXRT")
-    atomic_torch_save(to_clipvil(checkpoint["state_dict"], "pretrain"), prefix + ".pth")
+    atomic_torch_save(to_clipvil(checkpoint["state_dict"], "pretrain", extras), prefix + ".pth")
     written = [prefix + ".pth"]
     for suffix, key, position in SIDE_FILES:
         if position < len(checkpoint[key]):
@@ -145,9 +152,9 @@ def write_pretrain_files(checkpoint: Mapping[str, Any], folder: str, end_of_epoc
     return written
 
 
-def write_vqa_file(checkpoint: Mapping[str, Any], path: str) -> str:
-    """A vlkit VQA checkpoint as the reference's ``BEST.pth`` / ``LAST.pth``, written atomically."""
-    atomic_torch_save(to_clipvil(checkpoint["state_dict"], "vqa"), path)
+def write_vqa_file(checkpoint: Mapping[str, Any], path: str, extras: Mapping[str, torch.Tensor] | None = None) -> str:
+    """A vlkit VQA checkpoint (plus ``extras``) as the reference's ``BEST.pth`` / ``LAST.pth``, written atomically."""
+    atomic_torch_save(to_clipvil(checkpoint["state_dict"], "vqa", extras), path)
     return path
 
 

@@ -140,6 +140,8 @@ class ClipVilModel(nn.Module):
         self.grid_pos = GridPositionEmbedding(cfg.pos_num, channels) if cfg.use_positional_embedding else None
         self.visual_proj = VisualProjection(channels, cfg.hidden_size, cfg.drop_rate)
         self.text_embeddings = bert_embeddings(cfg)
+        for table in (self.text_embeddings.position_embeddings, self.text_embeddings.token_type_embeddings):
+            table.padding_idx = 0  # LXMERT creates them with padding_idx=0: row 0 never trains (clipvil.md §2.6)
         self.encoder = ClipVilEncoder(cfg)
         self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         for module in (self.visual_proj, self.text_embeddings, self.encoder, self.pooler):
@@ -252,5 +254,5 @@ def build_clipvil(cfg: Any) -> ClipVilModel:
     """The ``clipvil`` family: the model, with ``clip_path``'s CLIP ResNet weights loaded."""
     model = ClipVilModel(cfg)
     if cfg.clip_path:
-        model.backbone.load_clip(cfg.clip_path)
+        model.backbone.load_clip(cfg.clip_path, trust_checkpoint=cfg.trust_checkpoint)
     return model

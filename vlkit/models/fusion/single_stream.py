@@ -64,6 +64,8 @@ class SingleStreamModel(nn.Module):
         self.max_text_len = cfg.max_text_len
         self.mask_ratio = cfg.mask_ratio
         self.patch_drop = drops_patches(cfg)
+        self.max_image_len = cfg.max_image_len
+        """ViLT: patches kept per image (-1: all); VLC does not read it."""
 
         self.text_embeddings = build_text_embeddings(cfg)
         token_types = 3 if cfg.loss_names.get("nlvr2", 0) > 0 else 2
@@ -92,12 +94,14 @@ class SingleStreamModel(nn.Module):
         against in a two-tower family) are not needed here: this family prunes in the joint pass.
         """
         drop = self.patch_drop if mask_image is None else mask_image
-        tokens, mae_mask, ids_restore = self.transformer.embed(image, self.mask_ratio if drop else 0.0)
+        if self.transformer.vilt_inputs and not drop:  # ViLT: padded batches, patch masks, max_image_len
+            tokens, masks = self.transformer.embed_vilt(image, self.max_image_len)
+            mae_mask = ids_restore = None
+        else:
+            tokens, mae_mask, ids_restore = self.transformer.embed(image, self.mask_ratio if drop else 0.0)
+            masks = torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device)
         types = torch.full(tokens.shape[:2], image_token_type_idx, device=tokens.device)
-        out = {
-            "tokens": tokens + self.token_type_embeddings(types),
-            "masks": torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device),
-        }
+        out = {"tokens": tokens + self.token_type_embeddings(types), "masks": masks}
         if mae_mask is not None:
             out["mae_mask"], out["mae_ids_restore"] = mae_mask, ids_restore
         return out
