@@ -1,23 +1,31 @@
 """Images/s of JPEG decode + augmentation per data-loader worker, for each family's training transform.
 
-The benchmark writes its own input: ``--images`` photo-sized JPEGs (640x480 by default: smooth
-colour gradients, a few soft blobs and pixel noise, quality 90, about 130 KB each; COCO's train2014 JPEGs average about 160 KB), stored both
-as a ViLT-layout Arrow table (``f30k_caption_karpathy_train.arrow``, read by ``F30kCaptionDataset``)
-and as files with json annotations (ALBEF pre-training json for ``JsonPretrainDataset``, CLIP-ViL's
-LXMERT VQA json for ``LxmertVqaDataset``, an ImageFolder for ``main_finetune.py``'s
-``SafeImageFolder``). Every transform then runs through the real dataset class and a ``DataLoader``
-(``image_only``: no text tokenisation for the caption datasets) with each ``--workers`` count; the
-first ``max(1, workers)`` batches are a warm-up (worker start-up), the rest are timed.
+The benchmark writes its own input: ``--images`` photo-sized JPEGs (640x480 by default: colour
+gradients, a few soft blobs and pixel noise, quality 90, about 130 KB each; COCO's train2014 JPEGs
+average about 160 KB), stored both as a ViLT-layout Arrow table (``f30k_caption_karpathy_train``,
+read by ``F30kCaptionDataset``) and as files with json annotations (ALBEF pre-training json for
+``JsonPretrainDataset``, CLIP-ViL's LXMERT VQA json for ``LxmertVqaDataset``, an ImageFolder for
+``main_finetune.py``'s ``SafeImageFolder``). Every transform runs through the real dataset class
+and a ``DataLoader`` (``image_only``: no text tokenisation for the caption datasets) with each
+``--workers`` count.
 
-Reported per (transform, source, workers): images/s, images/s per worker (workers = 0: the main
-process alone), and, from the 1-worker rate, how many workers keep one GPU busy:
-``workers needed = GPU samples/s / per-worker images/s``. The GPU rates are estimates for a
-base-size model on one H100 in bf16 with ``torch.compile`` (``GPU_SAMPLES_PER_S``) until the
-training-step benchmark measures them; override them with ``--gpu-samples-per-s key=rate,...``.
+Reported per (transform, source, workers):
 
-It also compares the JPEG decoders on the same bytes: PIL (``Image.open(...).convert("RGB")``, what
-the datasets use) against ``torchvision.io.decode_jpeg`` on the CPU, alone and followed by the
-conversion to a PIL image that the transforms need, with the largest pixel difference.
+* images/s (wall clock, after ``max(1, workers)`` warm-up batches) and that divided by the workers
+  (workers = 0: the main process alone). On a machine whose cores are busy with other work these
+  say more about the machine than about the pipeline;
+* images per CPU second: images over the CPU time of the processes that decoded and augmented
+  them (each process timed from the first batch it built, so worker start-up is left out), which
+  is what one worker delivers on a core of its own, however busy the machine;
+* workers needed = GPU samples/s / images per CPU second (of the 1-worker run when there is one):
+  the workers (one core each) that keep one GPU fed. The GPU rates are estimates for a base-size
+  model on one H100 in bf16 with ``torch.compile`` (``FAMILIES``) until the training-step
+  benchmark measures them; override them with ``--gpu-samples-per-s key=rate,...``.
+
+It also compares the JPEG decoders on the same bytes, in CPU ms per image: PIL
+(``Image.open(...).convert("RGB")``, what the datasets use) against ``torchvision.io.decode_jpeg``
+on the CPU, alone and followed by the conversion to a PIL image that the transforms need, with the
+largest pixel difference on 4:2:0, 4:4:4, progressive and greyscale JPEGs.
 
     python benchmarks/data_pipeline.py                         # every transform, 0/1/2 workers
     python benchmarks/data_pipeline.py --transforms pixelbert --workers 0 --images 16 --json out.json
@@ -71,6 +79,7 @@ OTHER_KEY_FAMILY = Family("build_transform key at 384 px (VLC-B/16 rate)", 384, 
 PHOTO_SIZE = (640, 480)
 JPEG_QUALITY = 90
 TABLE = "f30k_caption_karpathy_train"
+CLIP_CHECK_SIZE = 384
 CAPTION = "a photo of a smooth colourful gradient"
 
 
@@ -159,27 +168,60 @@ def build_dataset(key: str, source: str, root: str, image_size: int) -> Dataset:
                                image_root=root, data_root=root, **options)
 
 
-def stack_images(samples: Sequence[Any]) -> torch.Tensor:
-    """The batch's images stacked (dict samples: ``image``; ImageFolder samples: the first item)."""
-    return torch.stack([sample["image"] if isinstance(sample, dict) else sample[0] for sample in samples])
+@dataclass
+class Batch:
+    """A collated batch and the CPU seconds its process (worker or main) had used when it was ready."""
+
+    images: torch.Tensor
+    pid: int
+    cpu_s: float
 
 
-def images_per_s(dataset: Dataset, workers: int, num_images: int, batch_size: int) -> float:
-    """Steady-state images/s of a ``DataLoader`` over ``num_images`` samples (``dataset`` repeated),
-    timed after ``max(1, workers)`` warm-up batches."""
+def stack_images(samples: Sequence[Any]) -> Batch:
+    """The batch's images stacked (dict samples: ``image``; ImageFolder samples: the first item),
+    stamped with the collating process's id and CPU time."""
+    images = torch.stack([sample["image"] if isinstance(sample, dict) else sample[0] for sample in samples])
+    return Batch(images, os.getpid(), time.process_time())
+
+
+@dataclass
+class Rate:
+    images_per_s: float
+    """Wall-clock rate of the whole loader (all workers), after the warm-up batches."""
+    images_per_cpu_s: float
+    """Images per CPU second of the processes that built them: one worker's rate on a core of its own."""
+
+
+def measure(dataset: Dataset, workers: int, num_images: int, batch_size: int) -> Rate:
+    """Steady-state rates of a ``DataLoader`` over ``num_images`` samples (``dataset`` repeated).
+
+    Wall clock: timed after ``max(1, workers)`` warm-up batches. CPU: each process's CPU time
+    between the first batch it collated and its last, over the images of the batches after its
+    first (so worker start-up is left out), summed over the processes.
+    """
     indices = [i % len(dataset) for i in range(num_images)]
     loader = DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=workers, collate_fn=stack_images)
     warmup = max(1, workers)
-    if len(loader) <= warmup:
-        raise ValueError(f"{num_images} images in batches of {batch_size} leave nothing to time after {warmup} "
+    if len(loader) <= warmup + max(1, workers):
+        raise ValueError(f"{num_images} images in batches of {batch_size} leave too little to time after {warmup} "
                          f"warm-up batch(es); raise --images")
     seen, start = 0, 0.0
+    first_cpu: dict[int, float] = {}
+    last_cpu: dict[int, float] = {}
+    cpu_images = 0
     for position, batch in enumerate(loader):
         if position == warmup - 1:
             start = time.perf_counter()
         elif position >= warmup:
-            seen += len(batch)
-    return seen / (time.perf_counter() - start)
+            seen += len(batch.images)
+        if batch.pid in first_cpu:
+            cpu_images += len(batch.images)
+        else:
+            first_cpu[batch.pid] = batch.cpu_s
+        last_cpu[batch.pid] = batch.cpu_s
+    wall = time.perf_counter() - start
+    cpu = sum(last_cpu[pid] - first_cpu[pid] for pid in first_cpu)
+    return Rate(seen / wall, cpu_images / cpu)
 
 
 # --- decoders ---
@@ -198,38 +240,48 @@ def torchvision_decode_to_pil(data: bytes) -> Image.Image:
 
 
 def mean_ms(decode: Callable[[bytes], Any], jpegs: Sequence[bytes], repeats: int) -> float:
-    """ms per image of ``decode`` over ``repeats`` passes, after one untimed pass."""
+    """CPU ms per image of ``decode`` over ``repeats`` passes, after one untimed pass."""
     for data in jpegs:
         decode(data)
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(repeats):
         for data in jpegs:
             decode(data)
-    return (time.perf_counter() - start) / (repeats * len(jpegs)) * 1e3
+    return (time.process_time() - start) / (repeats * len(jpegs)) * 1e3
 
 
-def compare_decoders(jpegs: Sequence[bytes], repeats: int, seed: int) -> dict[str, Any]:
-    """ms per image of each decoder on ``jpegs``, and the largest pixel difference PIL vs
-    ``decode_jpeg`` on them and on re-encodings with 4:4:4 chroma, progressive scans and greyscale."""
+def compare_decoders(jpegs: Sequence[bytes], repeats: int, seed: int, size: tuple[int, int]) -> dict[str, Any]:
+    """CPU ms per image of each decoder on ``jpegs``; the largest pixel difference PIL vs
+    ``decode_jpeg`` on them and on ``size`` re-encodings with 4:4:4 chroma, progressive scans and
+    greyscale; and decode + the deterministic ``clip`` transform (bicubic resize, centre crop) fed
+    the PIL image or the ``decode_jpeg`` tensor: CPU ms and largest output difference."""
+    from vlkit.data.transforms import build_transform
+
     rng = np.random.default_rng(seed + 1)
     variants = {
         "4:2:0 baseline (the benchmark's)": list(jpegs),
-        "4:4:4": [photo_jpeg(rng, *PHOTO_SIZE, subsampling=0) for _ in range(3)],
-        "progressive": [photo_jpeg(rng, *PHOTO_SIZE, progressive=True) for _ in range(3)],
-        "greyscale": [_greyscale(photo_jpeg(rng, *PHOTO_SIZE)) for _ in range(3)],
+        "4:4:4": [photo_jpeg(rng, *size, subsampling=0) for _ in range(3)],
+        "progressive": [photo_jpeg(rng, *size, progressive=True) for _ in range(3)],
+        "greyscale": [_greyscale(photo_jpeg(rng, *size)) for _ in range(3)],
     }
     max_diff = {
         name: int(max(np.abs(np.asarray(pil_decode(data), dtype=np.int16)
                              - torchvision_decode(data).permute(1, 2, 0).numpy()).max() for data in datas))
         for name, datas in variants.items()
     }
+    clip = build_transform("clip", CLIP_CHECK_SIZE)
     return {
         "ms_per_image": {
             "pil": mean_ms(pil_decode, jpegs, repeats),
             "torchvision_decode_jpeg": mean_ms(torchvision_decode, jpegs, repeats),
             "torchvision_decode_jpeg_to_pil": mean_ms(torchvision_decode_to_pil, jpegs, repeats),
+            f"pil + clip({CLIP_CHECK_SIZE})": mean_ms(lambda data: clip(pil_decode(data)), jpegs, repeats),
+            f"decode_jpeg tensor + clip({CLIP_CHECK_SIZE})": mean_ms(
+                lambda data: clip(torchvision_decode(data)), jpegs, repeats),
         },
         "max_abs_pixel_difference": max_diff,
+        "clip_output_max_abs_difference_tensor_vs_pil": float(max(
+            (clip(pil_decode(data)) - clip(torchvision_decode(data))).abs().max() for data in jpegs)),
         "images": len(jpegs),
         "repeats": repeats,
     }
@@ -284,15 +336,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             spec = family(key)
             for source in (s for s in sources if s in spec.sources):
                 dataset = build_dataset(key, source, root, spec.image_size)
-                per_worker = {}
+                per_cpu_s = {}
                 for count in workers:
-                    rate = images_per_s(dataset, count, args.images * args.passes, args.batch_size)
-                    per_worker[count] = rate / max(1, count)
+                    rate = measure(dataset, count, args.images * args.passes, args.batch_size)
+                    per_cpu_s[count] = rate.images_per_cpu_s
                     rows.append({"transform": key, "source": source, "dataset": type(dataset).__name__,
-                                 "image_size": spec.image_size, "workers": count, "images_per_s": rate,
-                                 "images_per_s_per_worker": per_worker[count]})
-                    print(f"{key:>16} {source:>5} {count} worker(s): {rate:7.1f} images/s", flush=True)
-                basis = per_worker.get(1, next(iter(per_worker.values())))
+                                 "image_size": spec.image_size, "workers": count, "images_per_s": rate.images_per_s,
+                                 "images_per_s_per_worker": rate.images_per_s / max(1, count),
+                                 "images_per_cpu_s": rate.images_per_cpu_s})
+                    print(f"{key:>16} {source:>5} {count} worker(s): {rate.images_per_s:7.1f} images/s, "
+                          f"{rate.images_per_cpu_s:7.1f} images per CPU second", flush=True)
+                basis = per_cpu_s.get(1, next(iter(per_cpu_s.values())))
                 for row in rows[-len(workers):]:
                     row.update(gpu_samples_per_s=rates[key], workers_needed=rates[key] / basis)
     return {
@@ -305,22 +359,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "gpu_samples_per_s_note": GPU_SAMPLES_PER_S_NOTE,
         "models": {key: family(key).model for key in transforms},
         "pipeline": rows,
-        "decode": compare_decoders(jpegs[:args.decode_images], args.decode_repeats, args.seed),
+        "decode": compare_decoders(jpegs[:args.decode_images], args.decode_repeats, args.seed, (args.width, args.height)),
     }
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = ["| transform | source (dataset) | px | workers | images/s | per worker | GPU samples/s (est.) | workers needed |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| transform | source (dataset) | px | workers | images/s (wall) | per worker (wall) | images per CPU s "
+             "| GPU samples/s (est.) | workers needed |", "|---|---|---|---|---|---|---|---|---|"]
     for row in result["pipeline"]:
         lines.append(f"| {row['transform']} | {row['source']} ({row['dataset']}) | {row['image_size']} | {row['workers']} "
-                     f"| {row['images_per_s']:.1f} | {row['images_per_s_per_worker']:.1f} | {row['gpu_samples_per_s']:.0f} "
+                     f"| {row['images_per_s']:.1f} | {row['images_per_s_per_worker']:.1f} | {row['images_per_cpu_s']:.1f} "
+                     f"| {row['gpu_samples_per_s']:.0f} "
                      f"| {row['workers_needed']:.1f} |")
     decode = result["decode"]
-    lines += ["", "| decoder | ms per image |", "|---|---|"]
+    lines += ["", "| decoder | CPU ms per image |", "|---|---|"]
     lines += [f"| {name} | {ms:.2f} |" for name, ms in decode["ms_per_image"].items()]
     lines += ["", "max abs pixel difference PIL vs decode_jpeg: "
-              + ", ".join(f"{name}: {diff}" for name, diff in decode["max_abs_pixel_difference"].items())]
+              + ", ".join(f"{name}: {diff}" for name, diff in decode["max_abs_pixel_difference"].items()),
+              "max abs difference of the clip transform's output, tensor vs PIL input: "
+              f"{decode['clip_output_max_abs_difference_tensor_vs_pil']:.4f}"]
     return "\n".join(lines)
 
 

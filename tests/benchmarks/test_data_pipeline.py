@@ -41,7 +41,8 @@ def test_every_transform_reports_a_rate_and_the_workers_it_needs(bench, tmp_path
     assert set(rows) == expected
     for row in rows.values():
         assert row["images_per_s"] > 0
-        assert row["workers_needed"] == pytest.approx(row["gpu_samples_per_s"] / row["images_per_s"])
+        assert row["images_per_cpu_s"] > 0
+        assert row["workers_needed"] == pytest.approx(row["gpu_samples_per_s"] / row["images_per_cpu_s"])
     assert rows["pixelbert", "arrow"]["gpu_samples_per_s"] == 100
     assert rows["clipvil_canvas", "json"]["dataset"] == "LxmertVqaDataset"
     assert rows["imagenet_timm", "json"]["dataset"] == "SafeImageFolder"
@@ -57,7 +58,7 @@ def test_workers_needed_uses_the_one_worker_rate(bench, tmp_path):
                 "--decode-images", "1", "--decode-repeats", "1", "--json", str(out)])
     rows = json.loads(out.read_text())["pipeline"]
     assert [row["workers"] for row in rows] == [0, 1]
-    one_worker = rows[1]["images_per_s_per_worker"]
+    one_worker = rows[1]["images_per_cpu_s"]
     assert all(row["workers_needed"] == pytest.approx(row["gpu_samples_per_s"] / one_worker) for row in rows)
 
 
