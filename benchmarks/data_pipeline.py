@@ -149,7 +149,7 @@ def build_dataset(key: str, source: str, root: str, image_size: int) -> Dataset:
         from vlkit.data.lxmert import vqa_questions
 
         questions = vqa_questions([os.path.join(root, "vqa_train.json")], {"red": 0}, require_labels=True)
-        images = LxmertImages(root, ResizePadNormalize(image_size, image_size * 5 // 3))
+        images = LxmertImages(root, ResizePadNormalize(image_size, image_size * 5 // 3))  # 384 x 640
         return LxmertVqaDataset(questions, images, tokenizer(), max_text_len=20)
     if key == "imagenet_timm":
         from vlkit.imagenet.args import get_args_parser
@@ -319,6 +319,7 @@ def parse_rates(text: str) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Write the input, measure every (transform, source, workers) and compare the decoders."""
     torch.set_num_threads(1)
     transforms = [key for key in args.transforms.split(",") if key]
     sources = [source for source in args.source.split(",") if source]
