@@ -10,7 +10,8 @@ Each family runs its pre-training task at its published size (``base``) or CPU s
 * ``clipvil``: CLIP-ViL RN50 on 384x640 canvases, 100 sub-sampled grid cells, MLM + ITM.
 
 Modes: ``fp32`` (eager), ``bf16`` (eager, autocast), ``bf16_compile`` (each block compiled) and
-``bf16_compile_ac`` (compiled + activation checkpointing of every block). Batches are real ones:
+``bf16_compile_ac`` (compiled + activation checkpointing of every block); on request also
+``fp32_ac``, ``bf16_ac`` and ``fp32_compile``. Batches are real ones:
 the task's dataset, transforms and collator over a small synthetic set (images resized to the
 family's size), repeated to the batch size; weights are random (FLOPs and speed do not depend on
 them). Every setting runs in its own process, so the peak memory is its own.
@@ -60,7 +61,9 @@ MODES = {  # precision, compile, activation checkpointing
     "bf16_compile": ("bf16", True, False),
     "bf16_compile_ac": ("bf16", True, True),
 }
-SEARCH_MODES = {"bf16": ("bf16", False, False), "bf16_ac": ("bf16", False, True)}
+EXTRA_MODES = {"fp32_ac": (32, False, True), "bf16_ac": ("bf16", False, True), "fp32_compile": (32, True, False)}
+"""Modes not run by default: checkpointing and compilation on their own (the CPU comparisons)."""
+SEARCH_MODES = ("bf16", "bf16_ac")
 """The batch search runs eagerly (a compiled step would recompile for every batch size tried)."""
 DEFAULT_BATCH = {("base", "cpu"): 4, ("base", "cuda"): 32, ("tiny", "cpu"): 16, ("tiny", "cuda"): 128}
 
@@ -128,7 +131,7 @@ def build(family: str, size: str, mode: str, device: torch.device, data: dict):
     from vlkit.tasks import build_task
     from vlkit.utils.tensors import move_to_device
 
-    precision, compiled, checkpointed = {**MODES, **SEARCH_MODES}[mode]
+    precision, compiled, checkpointed = {**MODES, **EXTRA_MODES}[mode]
     cfg = resolve_config([*config_words(family, size, data), f"precision={precision}"])
     task = build_task(cfg)
     torch.manual_seed(0)
@@ -159,7 +162,7 @@ def measure(family: str, size: str, mode: str, device_name: str, batch_size: int
 
     device = torch.device(device_name)
     cfg, task, model, optimizers, make_batch = build(family, size, mode, device, data)
-    dtype = torch.bfloat16 if MODES[mode][0] == "bf16" else None
+    dtype = torch.bfloat16 if {**MODES, **EXTRA_MODES}[mode][0] == "bf16" else None
     batch = make_batch(batch_size)
     flops = FlopCount()
     with flops.counting(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
