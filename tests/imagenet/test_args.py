@@ -18,7 +18,7 @@ REFERENCE_DEFAULTS = {
     "local_rank": -1, "dist_on_itp": False, "dist_url": "env://",
 }
 VLKIT_ADDITIONS = {"patch_size": None, "embed_dim": None, "depth": None, "num_heads": None,
-                   "trust_checkpoint": False}
+                   "trust_checkpoint": False, "compile": "auto", "grad_checkpointing": 0, "optimizer_impl": "auto"}
 # vlkit's one changed default: --nb_classes (the reference's 1000) is read from the class folders.
 
 
@@ -48,6 +48,7 @@ def test_flags_and_launcher_spellings():
     (["--eval"], "--eval needs the weights"),
     (["--mixup", "0.8", "--batch_size", "3"], "must be even"),
     (["--cutmix_minmax", "0.3"], "two numbers"),
+    (["--grad_checkpointing", "-2"], "--grad_checkpointing -2: give N >= 0 blocks, or -1 for every block"),
     (["--mixup_mode", "row"], "--mixup_mode 'row'"),
     (["--accum_iter", "0"], "--accum_iter 0"),
 ])
