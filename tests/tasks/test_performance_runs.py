@@ -35,6 +35,13 @@ def test_every_interval_logs_flops_mfu_step_time_and_memory(data_words, tmp_path
     assert len(flops) == 1
     summary = json.loads((checkpointed / "metrics.json").read_text())["performance"]
     assert summary["model_flops_per_sample"] == flops.pop() and "mfu" in summary
+    # the whole training step compiled (graph capture through aot_eager) trains as eager does
+    whole_step = run(data_words, tmp_path / "model", *common, "compile=model", "compile_backend=aot_eager")
+    expected, compiled = train_losses(plain), train_losses(whole_step)
+    assert sorted(compiled) == sorted(expected) == [1, 2]
+    for step in expected:
+        assert compiled[step] == pytest.approx(expected[step], abs=1e-4)
+    assert train_records(whole_step)[-1]["compile_graphs"] >= 1
 
 
 def test_no_mfu_without_a_known_peak_and_interval_finite_checks(data_words, tmp_path):
