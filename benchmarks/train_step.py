@@ -63,6 +63,7 @@ MODES = {  # precision, compile, activation checkpointing
 }
 EXTRA_MODES = {"fp32_ac": (32, False, True), "bf16_ac": ("bf16", False, True), "fp32_compile": (32, True, False)}
 """Modes not run by default: checkpointing and compilation on their own (the CPU comparisons)."""
+CPU_MODES = ("fp32", "fp32_compile", "fp32_ac")
 SEARCH_MODES = ("bf16", "bf16_ac")
 """The batch search runs eagerly (a compiled step would recompile for every batch size tried)."""
 DEFAULT_BATCH = {("base", "cpu"): 4, ("base", "cuda"): 32, ("tiny", "cpu"): 16, ("tiny", "cuda"): 128}
@@ -258,7 +259,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--sizes", default="tiny")
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", help=f"default: {','.join(MODES)} on CUDA; {','.join(CPU_MODES)} on a CPU, "
+                        "where bf16 autocast is many times slower than fp32")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=0, help="batch size (0: a default per size and device)")
     parser.add_argument("--steps", type=int, default=3)
@@ -271,6 +273,7 @@ def main() -> int:
     parser.add_argument("--one", nargs=4, metavar=("FAMILY", "SIZE", "MODE", "DEVICE"), help=argparse.SUPPRESS)
     parser.add_argument("--search", nargs=4, metavar=("FAMILY", "SIZE", "MODE", "DEVICE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.modes = args.modes or ",".join(MODES if args.device.startswith("cuda") else CPU_MODES)
     data = prepare_data(Path(args.data))
     if args.one or args.search:
         family, size, mode, device = args.one or args.search
