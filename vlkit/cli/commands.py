@@ -9,6 +9,8 @@ from typing import Any, Sequence
 
 import yaml
 
+from vlkit.cli.synth import data_arguments, imagenet_arguments, synthesize
+from vlkit.cli.training import train_or_test
 from vlkit.config import ConfigError, resolve_config
 from vlkit.config.named_configs import UnknownPresetError, all_presets, expand, find_preset
 
@@ -30,19 +32,6 @@ USAGE = """usage:
 def processes_per_node(cfg: Any) -> int:
     """``num_gpus`` as a process count (a list of device ids counts its length)."""
     return len(cfg.num_gpus) if isinstance(cfg.num_gpus, (list, tuple)) else int(cfg.num_gpus)
-
-
-def train_or_test(cfg: Any) -> dict[str, Any]:
-    """Build the task and trainer for ``cfg`` and run ``fit`` (or ``test`` when ``test_only``)."""
-    from vlkit.engine.trainer import Trainer
-    from vlkit.tasks import build_task
-    from vlkit.utils import distributed
-
-    try:
-        trainer = Trainer(cfg, build_task(cfg))
-        return trainer.test() if cfg.test_only else trainer.fit()
-    finally:
-        distributed.destroy_distributed()
 
 
 def command_run(argv: Sequence[str]) -> int:
@@ -83,39 +72,18 @@ def command_data(argv: Sequence[str]) -> int:
     synth.add_argument("--images", type=int, default=200, help="number of scenes (default 200)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
-    from vlkit.data import convert_cli
+    from vlkit.cli import data_convert
 
-    convert_cli.add_subcommands(commands)
+    data_convert.add_subcommands(commands)
     args = parser.parse_args(argv)
     if args.command in ("convert", "check"):
-        return convert_cli.run(args)
+        return data_convert.run(args)
     info = synthesize(args.out, args.images, args.seed, args.image_size)
     print(f"wrote {len(info['files'])} Arrow files and a tokenizer to {args.out}; train with e.g.\n"
           f"  vlkit run with task_mlm_itm_mae tiny {data_arguments(args.out, info)}\n"
           f"and an ImageFolder tree; fine-tune a classifier on it with e.g.\n"
           f"  vlkit imagenet {imagenet_arguments(info)}")
     return 0
-
-
-def synthesize(out: str, images: int, seed: int, image_size: int) -> dict[str, Any]:
-    from vlkit.data.synthetic import write_synthetic
-
-    return write_synthetic(out, num_images=images, seed=seed, image_size=image_size, progress=True)
-
-
-def data_arguments(data_root: str, info: dict[str, Any]) -> str:
-    """The ``key=value`` words that point a run at a synthetic set."""
-    return (f"data_root={data_root} tokenizer={info['tokenizer']} vocab_size={info['vocab_size']} "
-            f"vqav2_label_size={info['vqav2_label_size']}")
-
-
-def imagenet_arguments(info: dict[str, Any]) -> str:
-    """``vlkit imagenet`` arguments for a short CPU run on a synthetic set's ImageFolder tree."""
-    tree = info["imagefolder"]
-    return (f"--data_path {tree['root']} --nb_classes {len(tree['classes'])} --model vit_tiny_patch16 "
-            "--depth 2 --embed_dim 64 --num_heads 2 --patch_size 8 --input_size 32 --batch_size 32 "
-            "--epochs 30 --warmup_epochs 3 --lr 2e-3 --device cpu --num_workers 2 "
-            "--output_dir runs/imagenet_synth --log_dir runs/imagenet_synth")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,11 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     handlers = {"run": command_run, "presets": command_presets, "data": command_data}
     if command == "quickstart":
-        from vlkit.quickstart import command_quickstart
+        from vlkit.cli.quickstart import command_quickstart
 
         handlers["quickstart"] = command_quickstart
     if command == "imagenet":
-        from vlkit.imagenet.main import cli as command_imagenet
+        from vlkit.cli.imagenet import cli as command_imagenet
 
         handlers["imagenet"] = command_imagenet
     if command == "viz":
