@@ -293,6 +293,10 @@ class Config:
     checkpoint) of that Swin; METER downloads it, vlkit reads it from here."""
     text_layers: int = 12
     """``backbone_init=random``: layers of the text tower."""
+    # issue 19: use a trained model (vlkit.api)
+    export_best: bool = True
+    """At the end of training, export the best (else last) checkpoint as a model folder into
+    ``run_dir/model`` (``vlkit export``; load it with ``vlkit.load``)."""
 
 
 def defaults() -> dict[str, Any]:
