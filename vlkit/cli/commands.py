@@ -1,4 +1,5 @@
-"""The ``vlkit`` command: ``run``, ``presets``, ``data synth|convert|check``, ``quickstart``, ``imagenet`` and ``viz``."""
+"""The ``vlkit`` command: ``run``, ``presets``, ``data synth|tokenizer|convert|check``, ``quickstart``,
+``imagenet``, ``viz``, ``export``, ``predict`` and ``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -26,6 +27,10 @@ USAGE = """usage:
   vlkit imagenet --data_path DIR ...    ImageNet-style ViT fine-tuning (main_finetune.py's arguments)
   vlkit viz elip --image IMG --text TEXT --checkpoint CKPT [--out PNG] [with NAME... key=value...]
                                         picture of the patches ELIP kept and merged at each stage
+  vlkit export SRC --out DIR [with NAME... key=value...]
+                                        a model folder from a run directory or checkpoint
+  vlkit predict DIR TASK ...            vqa / match / retrieve / fill-mask / nlvr2 / entailment [--json]
+  vlkit demo DIR [--port 7860]          a web page to try the model (binds to 127.0.0.1)
 """
 
 
@@ -107,6 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vlkit.viz.elip import command_viz
 
         handlers["viz"] = command_viz
+    if command in ("export", "predict"):
+        from vlkit.cli import model
+
+        handlers.update(export=model.command_export, predict=model.command_predict)
+    if command == "demo":
+        from vlkit.cli.demo import command_demo
+
+        handlers["demo"] = command_demo
     if command not in handlers:
         print(f"unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2
