@@ -21,6 +21,7 @@ USAGE = """usage:
   vlkit run with NAME... key=value...   train (or test_only=True: test) with presets and overrides
   vlkit presets [NAME]                  list the presets, or show what one sets
   vlkit data synth --out DIR            write the synthetic dataset and its tokenizer
+  vlkit data tokenizer DATA_ROOT        train a WordPiece tokenizer on its texts (DATA_ROOT/tokenizer)
   vlkit data convert NAME --root RAW --out DIR   convert a raw dataset to Arrow tables (+ json formats)
   vlkit data check DIR                  report rows, missing / corrupt images, duplicates of the tables
   vlkit quickstart [--out DIR]          synthetic data + a short tiny VLC pre-training on CPU
@@ -77,17 +78,37 @@ def command_data(argv: Sequence[str]) -> int:
     synth.add_argument("--images", type=int, default=200, help="number of scenes (default 200)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
+    tokenizer = commands.add_parser("tokenizer", help="train a WordPiece tokenizer on a data root's texts")
+    tokenizer.add_argument("data_root", help="folder of Arrow tables and / or json annotations")
+    tokenizer.add_argument("--out", help="where to save it (default DATA_ROOT/tokenizer, used by runs on that root)")
+    tokenizer.add_argument("--vocab-size", type=int, default=30522, help="largest vocabulary (default 30522)")
     from vlkit.cli import data_convert
 
     data_convert.add_subcommands(commands)
     args = parser.parse_args(argv)
     if args.command in ("convert", "check"):
         return data_convert.run(args)
+    if args.command == "tokenizer":
+        return command_data_tokenizer(args)
     info = synthesize(args.out, args.images, args.seed, args.image_size)
     print(f"wrote {len(info['files'])} Arrow files and a tokenizer to {args.out}; train with e.g.\n"
           f"  vlkit run with task_mlm_itm_mae tiny {data_arguments(args.out, info)}\n"
           f"and an ImageFolder tree; fine-tune a classifier on it with e.g.\n"
           f"  vlkit imagenet {imagenet_arguments(info)}")
+    return 0
+
+
+def command_data_tokenizer(args: argparse.Namespace) -> int:
+    from vlkit.data.data_tokenizer import train_data_tokenizer
+
+    try:
+        info = train_data_tokenizer(args.data_root, args.out, args.vocab_size)
+    except (OSError, ValueError) as err:
+        print(f"vlkit data tokenizer: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote a {info['vocab_size']}-token WordPiece tokenizer to {info['tokenizer']} from {info['texts']} "
+          f"texts in {len(info['files'])} files; runs with data_root={args.data_root} use it (and its size as "
+          "vocab_size) unless tokenizer= is given")
     return 0
 
 
