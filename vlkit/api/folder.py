@@ -39,9 +39,20 @@ def is_model_folder(path: str | Path) -> bool:
     return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
 
 
+EVAL_TRANSFORMS = {"mae": "mae_test", "mae_randaug": "mae_test", "pixelbert_randaug": "pixelbert",
+                   "clip_randaug": "clip", "imagenet_randaug": "imagenet", "albef_pretrain": "albef_test",
+                   "albef_train": "albef_test"}
+"""The deterministic transform of each augmenting one (a run may validate with ``mae``'s random crops)."""
+
+
+def eval_transform_key(cfg: Any) -> str:
+    key = list(cfg.val_transform_keys)[0]
+    return EVAL_TRANSFORMS.get(key, key)
+
+
 def preprocess_info(cfg: Any) -> dict[str, Any]:
     """How an image becomes the model's input: the eval transform key, size and its normalisation."""
-    key = list(cfg.val_transform_keys)[0]
+    key = eval_transform_key(cfg)
     normalize = next((step for step in build_transform(key, cfg.image_size).transforms
                       if type(step).__name__ == "Normalize"), None)
     return {

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vlkit.api.folder import eval_transform_key
 from vlkit.data.canvas import ResizePadNormalize
 from vlkit.data.transforms import build_transform
 
@@ -73,7 +74,7 @@ class Preprocessor:
         if self.canvas:
             self.transform = ResizePadNormalize(cfg.image_size_min, cfg.image_size_max, bool(cfg.dynamic_padding))
         else:
-            self.transform = build_transform(list(cfg.val_transform_keys)[0], cfg.image_size)
+            self.transform = build_transform(eval_transform_key(cfg), cfg.image_size)
 
     def images(self, images: Any, what: str = "images") -> ImageBatch:
         items = as_list(images, what)

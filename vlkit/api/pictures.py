@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from vlkit.api.model import VLModel
+from vlkit.models.masking import unpatchify
 from vlkit.models.token_reduction import token_pruners
 from vlkit.objectives.wpa import alignment_masks, cosine_cost, ipot_plan
 from vlkit.viz.elip import display_image, draw
@@ -125,9 +126,10 @@ def retrieval_png(model: VLModel, texts: Sequence[str], images: Sequence[Any], k
     return _png(figure)
 
 
-def mae_reconstruction(model: VLModel, image: Any, text: str = "", seed: int = 0) -> dict[str, np.ndarray]:
-    """MAE on one image (``mask_ratio`` of the patches dropped): ``masked`` input, ``prediction``
-    (visible patches pasted back) and ``target``, each (S, S, 3) in [0, 1]."""
+def mae_reconstruction(model: VLModel, image: Any, text: str = "", seed: int = 0) -> dict[str, torch.Tensor]:
+    """MAE on one image (``mask_ratio`` of the patches dropped, seeded): ``masked`` input (removed
+    patches zero), ``prediction`` (decoded patches, the visible ones pasted back) and ``target``
+    (the model's input), each (3, S, S) in the input's normalisation, and ``removed`` (N,) 1/0."""
     if not hasattr(model.model, "mae_predict"):
         raise ValueError(f"the {model.cfg.model} family has no MAE decoder")
     batch = model.preprocess.images([image])
@@ -146,25 +148,17 @@ def mae_reconstruction(model: VLModel, image: Any, text: str = "", seed: int = 0
         predicted = predicted * (var + 1e-6).sqrt() + mean
     removed = features["mae_mask"].float().cpu()[..., None]
     pasted = predicted * removed + target * (1 - removed)
-    return {name: display_image(_unpatchify(value, pixels.shape[-1]))
-            for name, value in (("masked", target * (1 - removed)), ("prediction", pasted), ("target", target))}
-
-
-def _unpatchify(patches: torch.Tensor, size: int) -> torch.Tensor:
-    """(1, N, p·p·3) in (h, w, p, q, c) order → (3, S, S)."""
-    count = patches.shape[1]
-    grid = math.isqrt(count)
-    patch = size // grid
-    x = patches[0].reshape(grid, grid, patch, patch, 3)
-    return x.permute(4, 0, 2, 1, 3).reshape(3, size, size)
+    panels = {"masked": target * (1 - removed), "prediction": pasted, "target": target}
+    return {**{name: unpatchify(value, model.cfg.patch_size)[0] for name, value in panels.items()},
+            "removed": removed[0, :, 0]}
 
 
 def mae_png(model: VLModel, image: Any, text: str = "") -> bytes:
     panels = mae_reconstruction(model, image, text)
     plt = _pyplot()
     figure, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
-    for axis, (name, picture) in zip(axes, panels.items()):
-        axis.imshow(picture)
+    for axis, name in zip(axes, ("masked", "prediction", "target")):
+        axis.imshow(display_image(panels[name]))
         axis.set_title(name, fontsize=9)
         axis.axis("off")
     figure.suptitle(f"MAE reconstruction ({model.cfg.mask_ratio:.0%} of the patches masked)", fontsize=9)

@@ -28,6 +28,7 @@ USAGE = """usage:
   vlkit imagenet --data_path DIR ...    ImageNet-style ViT fine-tuning (main_finetune.py's arguments)
   vlkit viz elip --image IMG --text TEXT --checkpoint CKPT [--out PNG] [with NAME... key=value...]
                                         picture of the patches ELIP kept and merged at each stage
+  vlkit viz retrieval|mae|align --model DIR ...   retrieval examples, MAE reconstructions, alignment map
   vlkit export SRC --out DIR [with NAME... key=value...]
                                         a model folder from a run directory or checkpoint
   vlkit predict DIR TASK ...            vqa / match / retrieve / fill-mask / nlvr2 / entailment [--json]
@@ -130,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         handlers["imagenet"] = command_imagenet
     if command == "viz":
-        from vlkit.viz.elip import command_viz
+        from vlkit.cli.viz import command_viz
 
         handlers["viz"] = command_viz
     if command in ("export", "predict"):
