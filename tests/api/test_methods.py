@@ -94,6 +94,8 @@ def test_bad_input_is_refused_with_the_reason(many_heads, pictures, caplog):
         many_heads.match(pictures, ["a", "b"])
     with pytest.raises(MissingHeadError, match="no vqa_classifier head; it is trained by VQAv2 fine-tuning"):
         many_heads.vqa(pictures[0], "what colour?")
+    with pytest.raises(MissingHeadError, match="no ImageNet classification head; it is trained by `vlkit imagenet"):
+        many_heads.classify(pictures)
     with pytest.raises(ValueError, match="must hold at least one \\[MASK\\]"):
         many_heads.fill_mask(pictures[0], "no mask here")
     long_text = " ".join(["red circle"] * 40)

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from vlkit.api.card import model_card
+from vlkit.api.classifier import export_classifier, is_classifier_checkpoint
 from vlkit.api.folder import RUN_FOLDER, is_model_folder, write_model_folder
 from vlkit.config import resolve_config
 from vlkit.data.tokenizer import load_tokenizer
@@ -63,9 +64,10 @@ def read_source_checkpoint(path: str, trust_checkpoint: bool) -> Mapping[str, An
 
 
 def resolve_source(source: str | os.PathLike, words: Sequence[str] = (),
-                   trust_checkpoint: bool = False) -> tuple[Source, Mapping[str, Any]]:
+                   trust_checkpoint: bool = False) -> tuple[Source | None, Mapping[str, Any], str]:
     """The config, checkpoint and metrics of ``source`` (run directory or checkpoint file), ``words``
-    applied on top of a saved config; also the checkpoint as read."""
+    applied on top of a saved config; also the checkpoint as read and its path. The source is None
+    for a ``vlkit imagenet`` classifier checkpoint (``vlkit.api.classifier``)."""
     path = Path(source)
     if path.is_dir():
         if is_model_folder(path):
@@ -79,6 +81,8 @@ def resolve_source(source: str | os.PathLike, words: Sequence[str] = (),
         checkpoint_path = path
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
     checkpoint = read_source_checkpoint(str(checkpoint_path), trust_checkpoint)
+    if is_classifier_checkpoint(checkpoint):
+        return None, checkpoint, str(checkpoint_path)
     saved = _saved_config(checkpoint)
     if saved is None and run_dir is not None and (run_dir / "config.yaml").is_file():
         saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
@@ -87,7 +91,7 @@ def resolve_source(source: str | os.PathLike, words: Sequence[str] = (),
                          "that describe its model, e.g. `vlkit export FILE --out DIR with vlc_base task_finetune_vqa`")
     cfg = resolve_config(list(words), values=saved, source=f"the config saved with {checkpoint_path}")
     metrics = _metrics(run_dir) if run_dir is not None else {}
-    return Source(cfg, str(checkpoint_path), metrics), checkpoint
+    return Source(cfg, str(checkpoint_path), metrics), checkpoint, str(checkpoint_path)
 
 
 def answer_vocabulary(cfg: DictConfig, model: nn.Module) -> list[str] | None:
@@ -119,9 +123,13 @@ def build_loaded_model(cfg: DictConfig, checkpoint: Mapping[str, Any], path: str
 
 
 def export_source(source: str | os.PathLike, out: str | os.PathLike, words: Sequence[str] = (),
-                  trust_checkpoint: bool = False) -> Source:
-    """Write the model folder of ``source`` into ``out``; returns what was read (config, checkpoint, metrics)."""
-    resolved, checkpoint = resolve_source(source, words, trust_checkpoint)
+                  trust_checkpoint: bool = False) -> Source | None:
+    """Write the model folder of ``source`` into ``out``; returns what was read (config, checkpoint,
+    metrics; None for an image classifier)."""
+    resolved, checkpoint, path = resolve_source(source, words, trust_checkpoint)
+    if resolved is None:
+        export_classifier(checkpoint, path, file_sha256(path), out)
+        return None
     model, report = build_loaded_model(resolved.cfg, checkpoint, resolved.checkpoint)
     answers = answer_vocabulary(resolved.cfg, model)
     tokenizer = load_tokenizer(resolved.cfg.tokenizer)

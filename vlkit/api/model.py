@@ -188,6 +188,12 @@ class VLModel:
             probs = head(self.infer(ids, masks, images)["cls_feats"]).float().softmax(dim=-1)
         return [dict(zip(SNLI_LABELS, map(float, row))) for row in probs.tolist()]
 
+    def classify(self, images: Any, top_k: int = 5) -> list:
+        """Image classification is what ``vlkit imagenet`` classifiers do (``ImageClassifier``)."""
+        raise MissingHeadError(f"this {self.cfg.model} model has no ImageNet classification head; it is trained by "
+                               "`vlkit imagenet --finetune ...` (main_finetune.py), whose checkpoint exports to a "
+                               "classifier folder")
+
     def index_images(self, images: Any, progress: bool | None = None):
         """A ``Gallery`` of the images for ``retrieve`` (save it with ``Gallery.save``)."""
         from vlkit.api.retrieval import Gallery

@@ -31,7 +31,7 @@ USAGE = """usage:
   vlkit viz retrieval|mae|align --model DIR ...   retrieval examples, MAE reconstructions, alignment map
   vlkit export SRC --out DIR [with NAME... key=value...]
                                         a model folder from a run directory or checkpoint
-  vlkit predict DIR TASK ...            vqa / match / retrieve / fill-mask / nlvr2 / entailment [--json]
+  vlkit predict DIR TASK ...            vqa / match / retrieve / fill-mask / nlvr2 / entailment / classify [--json]
   vlkit demo DIR [--port 7860]          a web page to try the model (binds to 127.0.0.1)
 """
 

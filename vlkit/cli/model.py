@@ -1,4 +1,5 @@
-"""``vlkit export`` and ``vlkit predict``: model folders and asking them questions from the shell."""
+"""``vlkit export`` and ``vlkit predict``: model folders and asking them questions from the shell
+(``vqa``, ``match``, ``retrieve``, ``fill-mask``, ``nlvr2``, ``entailment``, ``classify``)."""
 from __future__ import annotations
 
 import argparse
@@ -81,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     nlvr2.add_argument("--image0", required=True)
     nlvr2.add_argument("--image1", required=True)
     nlvr2.add_argument("--text", action="append", required=True)
+    classify = tasks.add_parser("classify", help="top classes of images (a `vlkit imagenet` classifier)")
+    classify.add_argument("--image", action="append", required=True)
+    classify.add_argument("--top-k", type=int, default=5)
     entail = tasks.add_parser("entailment", help="SNLI-VE: does an image entail a hypothesis")
     entail.add_argument("--image", action="append", required=True)
     entail.add_argument("--text", action="append", required=True)
@@ -128,6 +132,10 @@ def run_task(model: Any, args: argparse.Namespace) -> tuple[Any, list[tuple[str,
         result = model.fill_mask(args.image, args.text, top_k=args.top_k)
         rows = [(str(m + 1), t["token"], f"{t['score']:.4f}") for m, top in enumerate(result) for t in top]
         return result, [("mask", "token", "score"), *rows]
+    if args.task == "classify":
+        result = model.classify(args.image, top_k=args.top_k)
+        rows = [(image, hit["label"], f"{hit['score']:.4f}") for image, top in zip(args.image, result) for hit in top]
+        return result, [("image", "class", "score"), *rows]
     if args.task == "nlvr2":
         result = model.nlvr2(args.image0, args.image1, args.text)
         return result, [("statement", "p(true)"), *((t, f"{r['true']:.4f}") for t, r in zip(args.text, result))]
