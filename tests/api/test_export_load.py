@@ -115,3 +115,25 @@ def test_retrieve_recall_equals_the_evaluator(irtr_run):
         tr = sum(any(image_of_text[hit["index"]] == i for hit in hits[:k]) for i, hits in enumerate(image_to_text))
         assert ir / len(captions) == pytest.approx(expected[f"ir_r{k}"], abs=1e-9)
         assert tr / len(pixels) == pytest.approx(expected[f"tr_r{k}"], abs=1e-9)
+
+
+def test_a_foreign_lightning_checkpoint_exports_with_the_words_that_describe_it(scenes, tmp_path):
+    from tests.models._model_foreign import lightning_checkpoint
+    from tests.models._model_toys import TINY
+
+    words = [*(f"{key}={value}" for key, value in TINY.items()), "loss_names.mlm=1", "loss_names.itm=1",
+             "loss_names.mae=1", f"tokenizer={scenes['tokenizer']}"]
+    cfg = resolve_config(words)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    torch.save(lightning_checkpoint(model, cfg), tmp_path / "vlc.ckpt")
+    with pytest.raises(ValueError, match="carries no vlkit config: give the presets and key=value words"):
+        export(tmp_path / "vlc.ckpt", tmp_path / "refused")
+    loaded = vlkit.load(export(tmp_path / "vlc.ckpt", tmp_path / "folder", words))
+    ids, masks = loaded.preprocess.texts(["a red circle"])
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model.itm_score(model.infer(ids, masks, image, mask_image=False)["cls_feats"])
+        got = loaded.model.itm_score(loaded.model.infer(ids, masks, image)["cls_feats"])
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    assert "lightning format" in (tmp_path / "folder" / "README.md").read_text()
