@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 import vlkit
-from vlkit.api import MissingHeadError, export
+from vlkit.api import export
 from vlkit.api.folder import CONFIG_FILE, PREPROCESS_FILE, WEIGHTS_FILE
 from vlkit.cli import main
 from vlkit.config import resolve_config
