@@ -137,3 +137,18 @@ def test_a_foreign_lightning_checkpoint_exports_with_the_words_that_describe_it(
         got = loaded.model.itm_score(loaded.model.infer(ids, masks, image)["cls_feats"])
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
     assert "lightning format" in (tmp_path / "folder" / "README.md").read_text()
+
+
+def test_a_checkpoint_that_needs_unpickling_is_exported_only_when_trusted(scenes, tmp_path):
+    from tests.models._model_foreign import fake_module_class, lightning_checkpoint
+    from tests.models._model_toys import TINY
+
+    words = [*(f"{key}={value}" for key, value in TINY.items()), "loss_names.itm=1", f"tokenizer={scenes['tokenizer']}"]
+    cfg = resolve_config(words)
+    model = build_model(cfg).eval()
+    with fake_module_class("pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint") as cls:
+        torch.save(lightning_checkpoint(model, cfg, callback_type=cls), tmp_path / "pl.ckpt")
+    with pytest.raises(ValueError, match="pass trust_checkpoint=True"):
+        vlkit.load(tmp_path / "pl.ckpt", words=words)
+    loaded = vlkit.load(tmp_path / "pl.ckpt", words=words, trust_checkpoint=True)
+    assert torch.equal(loaded.model.itm_score.fc.weight, model.itm_score.fc.weight)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -58,8 +60,17 @@ def _saved_config(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def read_source_checkpoint(path: str, trust_checkpoint: bool) -> Mapping[str, Any]:
-    """The checkpoint file, read by the project's loader; ``trust_checkpoint`` is the permission to
-    unpickle formats that need it (the loader's weights-only policy)."""
+    """The checkpoint file: tensors and plain values only (``weights_only``) unless
+    ``trust_checkpoint``, which lets the project's reader unpickle what a format needs (old
+    Lightning files' callback classes, sacred containers)."""
+    if not trust_checkpoint and os.path.isfile(path):
+        try:
+            torch.load(path, map_location="meta", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ValueError(
+                f"{path} holds pickled objects besides tensors ({str(err).splitlines()[0]}); loading it runs "
+                "code from the file: pass trust_checkpoint=True (vlkit export --trust-checkpoint) if you trust it"
+            ) from err
     return read_checkpoint(path, "checkpoint")
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from vlkit.api.folder import eval_transform_key
 from vlkit.data.canvas import ResizePadNormalize
+from vlkit.data.json_ann import pre_caption, pre_question
 from vlkit.data.transforms import build_transform
 
 log = logging.getLogger("vlkit.api")
@@ -70,6 +71,9 @@ class Preprocessor:
     def __init__(self, cfg: Any, tokenizer: Any):
         self.tokenizer = tokenizer
         self.max_text_len = int(cfg.max_text_len)
+        json_sets = [str(name) for name in cfg.datasets if str(name).startswith("json_")]
+        self.clean = (pre_question if "json_vqa" in json_sets else pre_caption) if json_sets else None
+        self.max_words = int(cfg.max_words)
         self.canvas = cfg.model == "clipvil"
         if self.canvas:
             self.transform = ResizePadNormalize(cfg.image_size_min, cfg.image_size_max, bool(cfg.dynamic_padding))
@@ -93,12 +97,15 @@ class Preprocessor:
         return ImageBatch(torch.stack([pad(p) for p, _ in pairs]), torch.stack([pad(m) for _, m in pairs]))
 
     def texts(self, texts: Any, what: str = "texts") -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids and attention masks (B, max_text_len), padded as the datasets pad; a text
-        longer than ``max_text_len`` tokens is truncated with a warning."""
+        """Token ids and attention masks (B, max_text_len), padded as the datasets pad (and, for a
+        model trained on ALBEF json, cleaned as they clean); a text longer than ``max_text_len``
+        tokens is truncated with a warning."""
         items = as_list(texts, what)
         for i, text in enumerate(items):
             if not isinstance(text, str):
                 raise TypeError(f"{what}[{i}]: expected a string, got {type(text).__name__}")
+        if self.clean is not None:
+            items = [self.clean(text, self.max_words) for text in items]
         full = self.tokenizer(items, truncation=False)["input_ids"]
         for i, ids in enumerate(full):
             if len(ids) > self.max_text_len:
