@@ -152,3 +152,12 @@ def test_a_checkpoint_that_needs_unpickling_is_exported_only_when_trusted(scenes
         vlkit.load(tmp_path / "pl.ckpt", words=words)
     loaded = vlkit.load(tmp_path / "pl.ckpt", words=words, trust_checkpoint=True)
     assert torch.equal(loaded.model.itm_score.fc.weight, model.itm_score.fc.weight)
+
+
+def test_a_folder_that_would_not_rebuild_its_model_fails_the_export(vqa_run, scenes, tmp_path):
+    from vlkit.api.export import check_rebuilds
+
+    folder = export(vqa_run, tmp_path / "folder")
+    wider = build_model(resolve_config(["task_finetune_vqa_mae_randaug", "tiny", "hidden_size=96", *data_words(scenes)]))
+    with pytest.raises(ValueError, match=r"would not rebuild this model .*pooler.dense.bias: \(96,\) vs \(64,\)"):
+        check_rebuilds(wider, folder)

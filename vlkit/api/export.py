@@ -16,7 +16,7 @@ from torch import nn
 
 from vlkit.api.card import model_card
 from vlkit.api.classifier import export_classifier, is_classifier_checkpoint
-from vlkit.api.folder import RUN_FOLDER, is_model_folder, write_model_folder
+from vlkit.api.folder import RUN_FOLDER, folder_config, is_model_folder, write_model_folder
 from vlkit.config import resolve_config
 from vlkit.data.tokenizer import load_tokenizer
 from vlkit.eval.metrics import file_sha256
@@ -147,8 +147,26 @@ def export_source(source: str | os.PathLike, out: str | os.PathLike, words: Sequ
     card = model_card(resolved.cfg, model, resolved.checkpoint, file_sha256(resolved.checkpoint),
                       resolved.metrics, report, answers)
     write_model_folder(out, resolved.cfg, model, tokenizer, answers, card)
+    check_rebuilds(model, out)
     log.info("exported %s to %s", resolved.checkpoint, out)
     return resolved
+
+
+def check_rebuilds(model: nn.Module, folder: str | os.PathLike) -> None:
+    """Build the folder's config on the meta device and compare every tensor's shape with the
+    exported model's, so a folder that would not load fails here, naming the keys."""
+    with torch.device("meta"):
+        rebuilt = build_model(folder_config(folder)).state_dict()
+    exported = model.state_dict()
+    differ = [f"{key}: {tuple(exported[key].shape)} vs {tuple(rebuilt[key].shape)}"
+              for key in sorted(exported.keys() & rebuilt.keys()) if exported[key].shape != rebuilt[key].shape]
+    missing, extra = sorted(exported.keys() - rebuilt.keys()), sorted(rebuilt.keys() - exported.keys())
+    if differ or missing or extra:
+        raise ValueError(
+            f"the model folder {folder} would not rebuild this model from its config.yaml: shapes {differ[:5]}, "
+            f"only in the checkpoint {missing[:5]}, only in the rebuilt model {extra[:5]} (a pretrained backbone "
+            "whose architecture the config does not record)"
+        )
 
 
 def export(source: str | os.PathLike, out: str | os.PathLike, words: Sequence[str] = (),
