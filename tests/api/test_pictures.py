@@ -66,3 +66,16 @@ def test_viz_commands_write_pngs(pretrained, pictures_dir, tmp_path):
         out = tmp_path / f"{words[0]}.png"
         assert main(["viz", *words, "--model", str(pretrained), "--out", str(out)]) == 0
         assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_elip_overlay_for_a_pruning_model_and_a_clear_refusal_otherwise(pretrained, scenes, pictures_dir, tmp_path):
+    cfg = resolve_config(["task_mlm_itm_mae", "tiny", "elip_tiny", "mae_patch_drop=False", "loss_names.mae=0",
+                          *data_words(scenes)])
+    torch.save({"state_dict": build_model(cfg).state_dict(), "vlkit": {},
+                "hyper_parameters": {"config": OmegaConf.to_container(cfg, resolve=True)}}, tmp_path / "elip.ckpt")
+    elip = vlkit.load(export(tmp_path / "elip.ckpt", tmp_path / "elip"))
+    assert pictures.prunes_tokens(elip)
+    assert pictures.elip_png(elip, str(pictures_dir / "red.png"), "a red square").startswith(b"\x89PNG")
+    plain = vlkit.load(pretrained)
+    with pytest.raises(ValueError, match="prunes no image tokens"):
+        pictures.elip_png(plain, str(pictures_dir / "red.png"), "a red square")
