@@ -1,12 +1,12 @@
 #!/usr/bin/env python
-"""ALBEF/GRIT-VLP command line: `Pretrain_nlvr.py --config ./configs/... --output_dir ...` (see vlkit/albef_cli.py).
+"""ALBEF/GRIT-VLP command line: `Pretrain_nlvr.py --config ./configs/... --output_dir ...` (see vlkit/cli/albef.py).
 
 Launch distributed with `torchrun --nproc_per_node=N Pretrain_nlvr.py ...` or
 `python -m torch.distributed.launch --use_env --nproc_per_node=N Pretrain_nlvr.py ...`.
 """
 import sys
 
-from vlkit.albef_cli import main
+from vlkit.cli.albef import main
 
 if __name__ == "__main__":
     sys.exit(main("Pretrain_nlvr.py", sys.argv[1:]))

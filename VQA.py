@@ -1,12 +1,12 @@
 #!/usr/bin/env python
-"""ALBEF/GRIT-VLP command line: `VQA.py --config ./configs/VQA.yaml --output_dir ...` (see vlkit/albef_cli.py).
+"""ALBEF/GRIT-VLP command line: `VQA.py --config ./configs/VQA.yaml --output_dir ...` (see vlkit/cli/albef.py).
 
 Launch distributed with `torchrun --nproc_per_node=N VQA.py ...` or
 `python -m torch.distributed.launch --use_env --nproc_per_node=N VQA.py ...`.
 """
 import sys
 
-from vlkit.albef_cli import main
+from vlkit.cli.albef import main
 
 if __name__ == "__main__":
     sys.exit(main("VQA.py", sys.argv[1:]))

@@ -7,7 +7,7 @@ Launch distributed with `torchrun --nproc_per_node=N main_finetune.py ...` or
 """
 import sys
 
-from vlkit.imagenet.main import cli
+from vlkit.cli.imagenet import cli
 
 if __name__ == "__main__":
     sys.exit(cli(sys.argv[1:]))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """CLIP-ViL on the synthetic set (docs/benchmarks.md): stage one (MLM + ITM), stage two (+ QA) from
 stage one's last ``EpochNN``, VQA from stage two's QA head, and VQA from scratch for comparison,
-all through the seed's command line (``vlkit.clipvil_cli``) with ``clipvil_tiny`` on the CPU.
+all through the seed's command line (``vlkit.cli.clipvil``) with ``clipvil_tiny`` on the CPU.
 
     python benchmarks/clipvil_synthetic.py [--images 400] [--epochs 6] [--out runs/clipvil_synthetic]
 """
@@ -16,7 +16,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from vlkit.clipvil_cli import run  # noqa: E402
+from vlkit.cli.clipvil import run  # noqa: E402
 from vlkit.data.synthetic import write_synthetic  # noqa: E402
 
 PRETRAIN = ["--train", "mscoco_train,mscoco_nominival,vgnococo", "--valid", "mscoco_minival", "--taskMaskLM",

@@ -345,9 +345,10 @@ def machine() -> str:
 
 def run_accuracy(args: argparse.Namespace) -> dict:
     """Pre-train, then fine-tune VQAv2 and F30K retrieval from it, with each ELIP setting."""
-    from vlkit.cli import data_arguments, train_or_test
+    from vlkit.cli.synth import data_arguments
+    from vlkit.cli.training import train_or_test
     from vlkit.config import resolve_config
-    from vlkit.quickstart import load_or_synthesize
+    from vlkit.cli.quickstart import load_or_synthesize
 
     out = Path(args.out)
     info = load_or_synthesize(out / "data", args.images, 0)

@@ -39,12 +39,13 @@ from unittest.mock import patch
 
 import torch
 
-from vlkit.cli import data_arguments, train_or_test
+from vlkit.cli.synth import data_arguments
+from vlkit.cli.training import train_or_test
 from vlkit.config import resolve_config
 from vlkit.data.grit import greedy_chain
 from vlkit.data.samplers import GritSampler, ResumableDistributedSampler
 from vlkit.engine.trainer import Trainer
-from vlkit.quickstart import format_table
+from vlkit.cli.quickstart import format_table
 from vlkit.tasks import build_task
 from vlkit.tasks.pretrain import PretrainTask
 

@@ -22,7 +22,7 @@ import torch
 from vlkit.data.synthetic import IMAGEFOLDER_CLASSES, write_imagefolder
 from vlkit.imagenet.args import check_args, get_args_parser
 from vlkit.imagenet.data import build_datasets
-from vlkit.imagenet.main import main
+from vlkit.cli.imagenet import main
 from vlkit.imagenet.models import build_classifier
 from vlkit.imagenet.recipe import build_optimizer
 

@@ -19,7 +19,7 @@ mkdir -p "$OUTPUT"
 cp "$0" "$OUTPUT/run.bash"
 "${PYTHON:-python}" -m torch.distributed.run --nnodes="${NNODES:-1}" --nproc_per_node="$NPROC_PER_NODE" \
   --rdzv_backend=c10d --rdzv_endpoint="${MASTER_ADDR:-127.0.0.1}:$PORT" --rdzv_id="clipvil_vqa_$(basename "$OUTPUT")" \
-  -m vlkit.clipvil_cli vqa \
+  -m vlkit.cli.clipvil vqa \
   --distributed --train train,nominival --valid minival --tqdm --output "$OUTPUT" --input_raw_images --use_clip \
   --numWorkers 10 --batchSize 2 --optim bert --lr 1e-5 --epochs 10 --llayers 12 --xlayers 0 --rlayers 0 \
   --visualbert_style --vqa_style_transform --clip_model_name RN50 --fp16 --add_zero_padding --device "$DEVICE" \

@@ -24,7 +24,7 @@ mkdir -p "$OUTPUT"
 cp "$0" "$OUTPUT/run.bash"
 "${PYTHON:-python}" -m torch.distributed.run --nnodes="${NNODES:-1}" --nproc_per_node="$NPROC_PER_NODE" \
   --rdzv_backend=c10d --rdzv_endpoint="${MASTER_ADDR:-127.0.0.1}:$PORT" --rdzv_id="clipvil_pretrain_$NAME" \
-  -m vlkit.clipvil_cli pretrain \
+  -m vlkit.cli.clipvil pretrain \
   --taskMaskLM --taskMatched --visualLosses obj,attr,feat --wordMaskRate 0.15 \
   --train mscoco_train,mscoco_nominival,vgnococo --valid mscoco_minival \
   --batchSize 256 --optim bert --lr 1e-4 --epochs 20 --tqdm --llayers 12 --xlayers 0 --rlayers 0 \

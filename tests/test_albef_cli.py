@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from vlkit.albef_cli import _paired_encoder, main, parse_bool, yaml_values
+from vlkit.cli.albef import _paired_encoder, main, parse_bool, yaml_values
 from vlkit.config import ConfigError, resolve_config
 from vlkit.data.synthetic import write_synthetic
 from vlkit.models.build import build_model

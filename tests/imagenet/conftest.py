@@ -7,7 +7,7 @@ import pytest
 
 from vlkit.data.synthetic import IMAGEFOLDER_CLASSES, write_imagefolder
 from vlkit.imagenet.args import check_args, get_args_parser
-from vlkit.imagenet.main import main
+from vlkit.cli.imagenet import main
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent

@@ -4,7 +4,7 @@ import pytest
 
 from vlkit.cli import main as vlkit_main
 from vlkit.imagenet.args import get_args_parser
-from vlkit.imagenet.main import cli
+from vlkit.cli.imagenet import cli
 
 REFERENCE_DEFAULTS = {
     "batch_size": 64, "epochs": 50, "accum_iter": 1, "model": "vit_large_patch16", "input_size": 224,

@@ -9,7 +9,7 @@ import torch
 
 from conftest import HERE, REPO, VAL_IMAGES, parse, tiny_args
 from vlkit.engine.logging import read_metrics
-from vlkit.imagenet.main import main
+from vlkit.cli.imagenet import main
 from vlkit.imagenet.models import HEAD_INIT_STD
 from vlkit.utils.distributed import launch_local
 

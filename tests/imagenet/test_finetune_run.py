@@ -10,7 +10,7 @@ from conftest import EPOCHS, NUM_CLASSES, VAL_IMAGES, parse, tiny_args
 from vlkit.cli import main as vlkit_main
 from vlkit.engine.logging import read_metrics
 from vlkit.imagenet import main as main_module
-from vlkit.imagenet.main import main
+from vlkit.cli.imagenet import main
 from vlkit.imagenet.train import train_one_epoch
 
 REFERENCE_LOG_KEYS = {"train_lr", "train_loss", "test_loss", "test_acc1", "test_acc5", "epoch", "n_parameters"}

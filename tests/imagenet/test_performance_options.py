@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL, parse
-from vlkit.imagenet.main import apply_performance_options
+from vlkit.cli.imagenet import apply_performance_options
 from vlkit.imagenet.models import build_classifier
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlkit.clipvil_cli import build_parser, pretrain_values, run
+from vlkit.cli.clipvil import build_parser, pretrain_values, run
 from vlkit.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -175,4 +175,8 @@ def resolve_config(
     for key, raw in overrides:
         value = raw if field_types().get(key) is str else parse_value(raw)
         apply_values(config, {key: value}, "command line")
+    # issue 19: tokenizer, vocab_size and vqav2_label_size follow data_root unless set on the command line
+    from vlkit.data.data_defaults import apply_data_defaults
+
+    apply_data_defaults(config, {key for key, _ in overrides} | set(values or {}))
     return OmegaConf.create(config)

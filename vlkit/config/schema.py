@@ -345,6 +345,10 @@ class Config:
     trust_checkpoint: bool = False
     """Allow full unpickling of checkpoint files (``load_path``, ``pretrain_path``, weight files) that
     hold objects other than tensors and plain values; only for files from a trusted source."""
+    # issue 19: use a trained model (vlkit.api)
+    export_best: bool = True
+    """At the end of training, export the best (else last) checkpoint as a model folder into
+    ``run_dir/model`` (``vlkit export``; load it with ``vlkit.load``)."""
 
 VALUE_CHOICES: dict[str, tuple] = {
     "compile": (None, False, True, "blocks", "model"),

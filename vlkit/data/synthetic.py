@@ -525,9 +525,11 @@ def _bert_backend() -> Tokenizer:
     return backend
 
 
-def wordpiece_vocab(texts: Sequence[str]) -> dict[str, int]:
+def wordpiece_vocab(texts: Sequence[str], max_size: int | None = None) -> dict[str, int]:
     """Special tokens, then every word by falling count (ties alphabetical), then each character
     alone and as a ``##`` continuation, so unseen lower-case words split into pieces, not [UNK].
+    ``max_size`` keeps only the most frequent words that fit (None: all, at most
+    ``TOKENIZER_VOCAB_SIZE`` tokens).
 
     Built from counts instead of ``tokenizers``' WordPieceTrainer, whose ties between merges break
     through Rust hash maps: its vocabulary changed from one run to the next.
@@ -538,16 +540,19 @@ def wordpiece_vocab(texts: Sequence[str]) -> dict[str, int]:
         words.update(word for word, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text)))
     ranked = sorted(words, key=lambda word: (-words[word], word))
     characters = sorted(set("".join(words)) | set(BASE_CHARACTERS))
+    if max_size is not None:
+        ranked = ranked[:max(0, max_size - len(SPECIAL_TOKENS) - 2 * len(characters))]
     tokens = list(dict.fromkeys([*SPECIAL_TOKENS, *ranked, *characters, *(f"##{c}" for c in characters)]))
-    if len(tokens) > TOKENIZER_VOCAB_SIZE:
+    if max_size is None and len(tokens) > TOKENIZER_VOCAB_SIZE:
         raise ValueError(f"the synthetic texts need {len(tokens)} tokens, more than {TOKENIZER_VOCAB_SIZE}")
     return {token: index for index, token in enumerate(tokens)}
 
 
-def build_tokenizer(texts: Sequence[str]) -> BertTokenizerFast:
-    """A lower-casing BERT-style WordPiece tokenizer for ``texts`` ([PAD] has id 0)."""
+def build_tokenizer(texts: Sequence[str], max_size: int | None = None) -> BertTokenizerFast:
+    """A lower-casing BERT-style WordPiece tokenizer for ``texts`` ([PAD] has id 0); ``max_size``
+    as ``wordpiece_vocab``."""
     backend = _bert_backend()
-    backend.model = models.WordPiece(wordpiece_vocab(texts), unk_token="[UNK]")
+    backend.model = models.WordPiece(wordpiece_vocab(texts, max_size), unk_token="[UNK]")
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",

@@ -318,6 +318,10 @@ class Trainer:
         if self.dist.is_main:
             plot_curves(self.logger.path, self.run_dir / PLOT_FILE)
             (self.run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+            if cfg.export_best:  # issue 19: the run's model folder
+                from vlkit.api.export import export_best
+
+                summary["model_folder"] = str(export_best(self.run_dir))
         return summary
 
     def _prepare_training(self) -> int:

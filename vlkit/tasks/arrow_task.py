@@ -36,12 +36,12 @@ class ArrowTask(Task):
 
     @cached_property
     def tokenizer(self):
-        """``cfg.tokenizer``, loaded on first use and checked against ``vocab_size``."""
+        """``cfg.tokenizer``, loaded on first use and checked to hold ``vocab_size`` tokens."""
         tokenizer = load_tokenizer(self.cfg.tokenizer)
-        if len(tokenizer) > self.cfg.vocab_size:
+        if len(tokenizer) != self.cfg.vocab_size:
             raise ValueError(
                 f"tokenizer {self.cfg.tokenizer!r} has {len(tokenizer)} tokens but vocab_size="
-                f"{self.cfg.vocab_size}; set vocab_size={len(tokenizer)}"
+                f"{self.cfg.vocab_size}; set vocab_size={len(tokenizer)} (or leave it out: it follows the tokenizer)"
             )
         return tokenizer
 

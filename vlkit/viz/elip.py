@@ -150,10 +150,3 @@ def command_elip(argv: Sequence[str]) -> int:
     counts = ", ".join(f"block {s.block}: {s.kept.shape[1]} kept" for s in trace.stages)
     print(f"wrote {args.out} ({counts}; image tokens per block {trace.tokens_per_block})")
     return 0
-
-
-def command_viz(argv: Sequence[str]) -> int:
-    """``vlkit viz WHAT ...``; only ``elip`` for now."""
-    if not argv or argv[0] != "elip":
-        raise ConfigError(f"usage: {USAGE}")
-    return command_elip(argv[1:])

@@ -1,10 +1,12 @@
 """Dataset registry: ``DATASETS[name]`` and ``build_dataset(name, split, cfg, tokenizer)``."""
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 from transformers import PreTrainedTokenizerBase
 
+from vlkit.data.arrow import MissingArrowFilesError, arrow_path
 from vlkit.data.datasets.base import ArrowDataset, SplitUnavailableError
 from vlkit.data.datasets.concat import ConcatSamples
 from vlkit.data.datasets.captions import (
@@ -66,6 +68,25 @@ def build_datasets(
     """The datasets ``names`` that have ``split``, concatenated in that order (None if none has it)."""
     if not names:
         raise ValueError("config key datasets is empty; name at least one, e.g. datasets=['coco']")
-    built = [build_dataset(name, split, cfg, tokenizer) for name in names]
+    built, lacking = [], {}
+    for name in names:
+        try:
+            built.append(build_dataset(name, split, cfg, tokenizer))
+        except MissingArrowFilesError as err:
+            lacking[name] = err
+    if lacking:
+        raise missing_datasets_error(names, lacking, cfg.data_root)
     present = [dataset for dataset in built if dataset is not None]
     return ConcatSamples(present) if present else None
+
+
+def missing_datasets_error(names: Sequence[str], lacking: dict[str, Exception], data_root: str) -> MissingArrowFilesError:
+    """The files each lacking dataset expected, and ``datasets=[...]`` of those whose files are there
+    (issue 19: a coco-only root used to fail on ``vg.arrow`` alone)."""
+    have = [name for name in names if name not in lacking and any(
+        os.path.isfile(arrow_path(data_root, table)) for tables in DATASETS[name].split_tables.values() for table in tables)]
+    details = "; ".join(f"{name}: {err}" for name, err in lacking.items())
+    hint = (f"train on the datasets that are there with datasets=[{','.join(have)}]" if have else
+            "set data_root to the folder holding the Arrow files (or `vlkit data synth --out DIR` for a first try)")
+    return MissingArrowFilesError(f"data_root={data_root!r} lacks the Arrow files of datasets {list(lacking)} "
+                                  f"(of datasets={list(names)}): {hint}. {details}")

@@ -68,16 +68,19 @@ class VQAv2Dataset(ArrowDataset):
 
 def answer_vocabulary(data_root: str, num_labels: int) -> list[str]:
     """Label → answer string, read from the train and val tables' ``answers`` / ``answer_labels``
-    (as the reference's ``VQAv2DataModule``); labels never seen read ``"unknown"``."""
+    (as the reference's ``VQAv2DataModule``); labels never seen read ``"unknown"``. ``num_labels``
+    must be 1 + the largest label (the error names both)."""
     names = VQAv2Dataset.split_tables["train"] + VQAv2Dataset.split_tables["val"]
     tables = ArrowTables(data_root, names, what="the VQAv2 answer vocabulary")
+    answers, labels = tables.flat_values("answers", 2), tables.flat_values("answer_labels", 2)
+    used = max(labels, default=-1) + 1
+    if used != num_labels or min(labels, default=0) < 0:
+        raise ValueError(
+            f"vqav2_label_size={num_labels} but the answers of the VQAv2 tables in {data_root!r} use "
+            f"{used} labels; set vqav2_label_size={used} (or leave it out: it follows the data)"
+        )
     vocabulary = [UNKNOWN_ANSWER] * num_labels
-    for answer, label in zip(tables.flat_values("answers", 2), tables.flat_values("answer_labels", 2)):
-        if not 0 <= label < num_labels:
-            raise ValueError(
-                f"answer {answer!r} has label {label}, outside vqav2_label_size={num_labels}; set "
-                f"vqav2_label_size to the answer vocabulary size"
-            )
+    for answer, label in zip(answers, labels):
         vocabulary[label] = answer
     return vocabulary
 

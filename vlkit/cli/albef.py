@@ -185,7 +185,7 @@ def _parser(script: str, default_config: str, default_output: str, seed: int) ->
 
 
 def _run(preset: str, words: list[str], values: dict[str, Any], source: str) -> int:
-    from vlkit.cli import train_or_test
+    from vlkit.cli.training import train_or_test
 
     cfg = resolve_config(words, values, source, base=[preset])
     result = train_or_test(cfg)
@@ -274,7 +274,7 @@ def vqa(argv: Sequence[str]) -> int:
     evaluation of the last checkpoint on ``test_file``: a run of its own beside the training run
     (``<output_dir>/version_K``), whose ``result/vqa_result.json`` holds every test question once.
     ``--evaluate`` runs only that evaluation, of ``--checkpoint``."""
-    from vlkit.cli import train_or_test
+    from vlkit.cli.training import train_or_test
 
     parser = _parser("VQA.py", "./configs/VQA.yaml", "output/vqa", seed=0)
     parser.add_argument("--evaluate", action="store_true")

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from vlkit.cli import data_arguments, synthesize, train_or_test
+from vlkit.cli.synth import data_arguments, synthesize
+from vlkit.cli.training import train_or_test
 from vlkit.config import resolve_config
 from vlkit.data.synthetic import FORMAT_VERSION
 

@@ -1,5 +1,5 @@
 """CLIP-ViL's command lines (fact sheet clipvil.md §1): ``lxmert_pretrain.py`` and ``tasks/vqa.py``
-flags, as ``python -m vlkit.clipvil_cli {pretrain,vqa} --flags... [PRESET... key=value...]``;
+flags, as ``python -m vlkit.cli.clipvil {pretrain,vqa} --flags... [PRESET... key=value...]``;
 ``scripts/pretrain.bash`` and ``scripts/finetune_vqa.bash`` launch them through torchrun.
 
 Every flag of the reference's ``param.py`` is accepted with its name and default and becomes a
@@ -224,7 +224,7 @@ def vqa_values(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(script: str, argv: Sequence[str]) -> dict[str, Any]:
     """Parse ``argv`` for ``script`` (``pretrain`` or ``vqa``), train or test, export; the result."""
-    from vlkit.cli import train_or_test
+    from vlkit.cli.training import train_or_test
 
     args = build_parser(script).parse_intermixed_args(argv)
     values = pretrain_values(args) if script == "pretrain" else vqa_values(args)
@@ -233,12 +233,12 @@ def run(script: str, argv: Sequence[str]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m vlkit.clipvil_cli {pretrain,vqa} --flags...``."""
+    """``python -m vlkit.cli.clipvil {pretrain,vqa} --flags...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not argv or argv[0] not in ("pretrain", "vqa"):
-        print("usage: python -m vlkit.clipvil_cli {pretrain,vqa} --flags... [PRESET... key=value...]", file=sys.stderr)
+        print("usage: python -m vlkit.cli.clipvil {pretrain,vqa} --flags... [PRESET... key=value...]", file=sys.stderr)
         return 2
     try:
         result = run(argv[0], argv[1:])

@@ -1,4 +1,5 @@
-"""The ``vlkit`` command: ``run``, ``presets``, ``data synth|convert|check``, ``quickstart``, ``imagenet`` and ``viz``."""
+"""The ``vlkit`` command: ``run``, ``presets``, ``data synth|tokenizer|convert|check``, ``quickstart``,
+``imagenet``, ``viz``, ``export``, ``predict`` and ``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,8 @@ from typing import Any, Sequence
 
 import yaml
 
+from vlkit.cli.synth import data_arguments, imagenet_arguments, synthesize
+from vlkit.cli.training import train_or_test
 from vlkit.config import ConfigError, resolve_config
 from vlkit.config.named_configs import UnknownPresetError, all_presets, expand, find_preset
 
@@ -18,31 +21,24 @@ USAGE = """usage:
   vlkit run with NAME... key=value...   train (or test_only=True: test) with presets and overrides
   vlkit presets [NAME]                  list the presets, or show what one sets
   vlkit data synth --out DIR            write the synthetic dataset and its tokenizer
+  vlkit data tokenizer DATA_ROOT        train a WordPiece tokenizer on its texts (DATA_ROOT/tokenizer)
   vlkit data convert NAME --root RAW --out DIR   convert a raw dataset to Arrow tables (+ json formats)
   vlkit data check DIR                  report rows, missing / corrupt images, duplicates of the tables
   vlkit quickstart [--out DIR]          synthetic data + a short tiny VLC pre-training on CPU
   vlkit imagenet --data_path DIR ...    ImageNet-style ViT fine-tuning (main_finetune.py's arguments)
   vlkit viz elip --image IMG --text TEXT --checkpoint CKPT [--out PNG] [with NAME... key=value...]
                                         picture of the patches ELIP kept and merged at each stage
+  vlkit viz retrieval|mae|align --model DIR ...   retrieval examples, MAE reconstructions, alignment map
+  vlkit export SRC --out DIR [with NAME... key=value...]
+                                        a model folder from a run directory or checkpoint
+  vlkit predict DIR TASK ...            vqa / match / retrieve / fill-mask / nlvr2 / entailment / classify [--json]
+  vlkit demo DIR [--port 7860]          a web page to try the model (binds to 127.0.0.1)
 """
 
 
 def processes_per_node(cfg: Any) -> int:
     """``num_gpus`` as a process count (a list of device ids counts its length)."""
     return len(cfg.num_gpus) if isinstance(cfg.num_gpus, (list, tuple)) else int(cfg.num_gpus)
-
-
-def train_or_test(cfg: Any) -> dict[str, Any]:
-    """Build the task and trainer for ``cfg`` and run ``fit`` (or ``test`` when ``test_only``)."""
-    from vlkit.engine.trainer import Trainer
-    from vlkit.tasks import build_task
-    from vlkit.utils import distributed
-
-    try:
-        trainer = Trainer(cfg, build_task(cfg))
-        return trainer.test() if cfg.test_only else trainer.fit()
-    finally:
-        distributed.destroy_distributed()
 
 
 def command_run(argv: Sequence[str]) -> int:
@@ -83,12 +79,18 @@ def command_data(argv: Sequence[str]) -> int:
     synth.add_argument("--images", type=int, default=200, help="number of scenes (default 200)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
-    from vlkit.data import convert_cli
+    tokenizer = commands.add_parser("tokenizer", help="train a WordPiece tokenizer on a data root's texts")
+    tokenizer.add_argument("data_root", help="folder of Arrow tables and / or json annotations")
+    tokenizer.add_argument("--out", help="where to save it (default DATA_ROOT/tokenizer, used by runs on that root)")
+    tokenizer.add_argument("--vocab-size", type=int, default=30522, help="largest vocabulary (default 30522)")
+    from vlkit.cli import data_convert
 
-    convert_cli.add_subcommands(commands)
+    data_convert.add_subcommands(commands)
     args = parser.parse_args(argv)
     if args.command in ("convert", "check"):
-        return convert_cli.run(args)
+        return data_convert.run(args)
+    if args.command == "tokenizer":
+        return command_data_tokenizer(args)
     info = synthesize(args.out, args.images, args.seed, args.image_size)
     print(f"wrote {len(info['files'])} Arrow files and a tokenizer to {args.out}; train with e.g.\n"
           f"  vlkit run with task_mlm_itm_mae tiny {data_arguments(args.out, info)}\n"
@@ -97,25 +99,18 @@ def command_data(argv: Sequence[str]) -> int:
     return 0
 
 
-def synthesize(out: str, images: int, seed: int, image_size: int) -> dict[str, Any]:
-    from vlkit.data.synthetic import write_synthetic
+def command_data_tokenizer(args: argparse.Namespace) -> int:
+    from vlkit.data.data_tokenizer import train_data_tokenizer
 
-    return write_synthetic(out, num_images=images, seed=seed, image_size=image_size, progress=True)
-
-
-def data_arguments(data_root: str, info: dict[str, Any]) -> str:
-    """The ``key=value`` words that point a run at a synthetic set."""
-    return (f"data_root={data_root} tokenizer={info['tokenizer']} vocab_size={info['vocab_size']} "
-            f"vqav2_label_size={info['vqav2_label_size']}")
-
-
-def imagenet_arguments(info: dict[str, Any]) -> str:
-    """``vlkit imagenet`` arguments for a short CPU run on a synthetic set's ImageFolder tree."""
-    tree = info["imagefolder"]
-    return (f"--data_path {tree['root']} --nb_classes {len(tree['classes'])} --model vit_tiny_patch16 "
-            "--depth 2 --embed_dim 64 --num_heads 2 --patch_size 8 --input_size 32 --batch_size 32 "
-            "--epochs 30 --warmup_epochs 3 --lr 2e-3 --device cpu --num_workers 2 "
-            "--output_dir runs/imagenet_synth --log_dir runs/imagenet_synth")
+    try:
+        info = train_data_tokenizer(args.data_root, args.out, args.vocab_size)
+    except (OSError, ValueError) as err:
+        print(f"vlkit data tokenizer: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote a {info['vocab_size']}-token WordPiece tokenizer to {info['tokenizer']} from {info['texts']} "
+          f"texts in {len(info['files'])} files; runs with data_root={args.data_root} use it (and its size as "
+          "vocab_size) unless tokenizer= is given")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,17 +123,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     handlers = {"run": command_run, "presets": command_presets, "data": command_data}
     if command == "quickstart":
-        from vlkit.quickstart import command_quickstart
+        from vlkit.cli.quickstart import command_quickstart
 
         handlers["quickstart"] = command_quickstart
     if command == "imagenet":
-        from vlkit.imagenet.main import cli as command_imagenet
+        from vlkit.cli.imagenet import cli as command_imagenet
 
         handlers["imagenet"] = command_imagenet
     if command == "viz":
-        from vlkit.viz.elip import command_viz
+        from vlkit.cli.viz import command_viz
 
         handlers["viz"] = command_viz
+    if command in ("export", "predict"):
+        from vlkit.cli import model
+
+        handlers.update(export=model.command_export, predict=model.command_predict)
+    if command == "demo":
+        from vlkit.cli.demo import command_demo
+
+        handlers["demo"] = command_demo
     if command not in handlers:
         print(f"unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2
