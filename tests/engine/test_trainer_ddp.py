@@ -21,11 +21,14 @@ def run_records(run_dir, event):
     return [r for r in read_metrics(run_dir / "metrics.jsonl") if r["event"] == event]
 
 
-def test_two_gloo_ranks_match_one_process_with_the_combined_batch(tmp_path, monkeypatch):
+@pytest.mark.parametrize("compiled", [False, "model"])
+def test_two_gloo_ranks_match_one_process_with_the_combined_batch(compiled, tmp_path, monkeypatch):
     # 2 optimizer steps of 16 samples: 2 ranks x 4 per batch x 2 accumulated micro-batches
-    # (exercising no_sync), against 1 process x 16 per batch.
+    # (exercising no_sync), against 1 process x 16 per batch; also with the DDP-wrapped training
+    # step compiled (graph capture through aot_eager)
     common = dict(batch_size=16, max_steps=2, val_check_interval=2, optim_type="sgd", learning_rate=0.5)
-    ddp_cfg = toy_config(tmp_path, run_name="ddp", per_gpu_batchsize=4, **common)
+    ddp_cfg = toy_config(tmp_path, run_name="ddp", per_gpu_batchsize=4, compile=compiled,
+                         compile_backend="aot_eager", **common)
     cfg_file = tmp_path / "ddp.json"
     cfg_file.write_text(json.dumps(OmegaConf.to_container(ddp_cfg)))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), str(HERE)]))

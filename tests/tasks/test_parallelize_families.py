@@ -132,3 +132,24 @@ def test_bad_values_fail_before_anything_runs_naming_the_valid_ones():
     assert resolve_compile(None, torch.device("cpu")) is None
     assert resolve_compile(None, torch.device("cuda")) == "blocks"
     assert resolve_compile(True, torch.device("cpu")) == "blocks"
+
+
+def test_the_answer_decoder_ranks_and_trains_the_same_compiled_and_checkpointed():
+    from tests.tasks.test_vqa_rank import CANDIDATES, decoder_and_questions
+    from vlkit.tasks.vqa_rank import rank_answers
+
+    net, states, masks = decoder_and_questions()
+    other = copy.deepcopy(net)
+    apply_activation_checkpointing(other, True)
+    assert apply_compile(other, "blocks", "aot_eager") > 0
+    with torch.no_grad():
+        (ranked, scores), (other_ranked, other_scores) = (
+            rank_answers(model.text_decoder, states, masks, CANDIDATES, k=3) for model in (net, other))
+    assert torch.equal(ranked, other_ranked)
+    torch.testing.assert_close(other_scores, scores)
+    ids, answer_masks = CANDIDATES.ids[:3], CANDIDATES.masks[:3]
+    for model in (net.train(), other.train()):
+        model.text_decoder.lm_head(model.text_decoder(ids, answer_masks, states, masks)).logsumexp(-1).sum().backward()
+    for (name, p), q in zip(net.named_parameters(), other.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-6, msg=name)
