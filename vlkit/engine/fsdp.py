@@ -99,11 +99,20 @@ def apply_fsdp(root: nn.Module, model: nn.Module, cfg: Any, device: torch.device
     for group in _shared_groups(transformer_blocks(model)):
         fully_shard(group if len(group) > 1 else group[0], **policies)
     teacher = getattr(model, "momentum_model", None)
-    ignored = set()
-    if teacher is not None:
-        ignored = {p for p in teacher.parameters() if not isinstance(p, DTensor)}
-    fully_shard(root, ignored_params=ignored or None, **policies)
+    whole = {p for p in teacher.parameters() if not isinstance(p, DTensor)} if teacher is not None else set()
+    scalars = {p for p in root.parameters() if p.dim() == 0 and p not in whole}
+    for param in scalars:  # FSDP2 cannot shard 0-d tensors (ITC's logit_scale): kept whole, grads averaged
+        if param.requires_grad:
+            param.register_post_accumulate_grad_hook(_average_grad)
+    fully_shard(root, ignored_params=(whole | scalars) or None, **policies)
     return root
+
+
+def _average_grad(param: torch.Tensor) -> None:
+    """Average a whole parameter's gradient over ranks. Run after every micro-batch's backward:
+    averaging the part already equal on every rank changes nothing, so accumulation stays exact."""
+    dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+    param.grad /= dist.get_world_size()
 
 
 @torch.no_grad()
@@ -121,6 +130,24 @@ def gathered_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def grad_norm(parameters: list[torch.Tensor]) -> torch.Tensor:
-    """The global L2 norm of the gradients, also over sharded (``DTensor``) ones."""
-    norm = nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
-    return norm.full_tensor() if isinstance(norm, DTensor) else norm
+    """The global L2 norm of the gradients, over sharded (``DTensor``) and whole ones alike."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    sharded = [g for g in grads if isinstance(g, DTensor)]
+    whole = [g for g in grads if not isinstance(g, DTensor)]
+    norm = torch.zeros((), dtype=torch.float32, device=grads[0].device if grads else "cpu")
+    if sharded:
+        norm = norm + nn.utils.get_total_norm(sharded).full_tensor().float() ** 2
+    if whole:
+        norm = norm + nn.utils.get_total_norm(whole).float() ** 2
+    return norm.sqrt()
+
+
+@torch.no_grad()
+def clip_grads(parameters: list[torch.Tensor], max_norm: float, norm: torch.Tensor) -> None:
+    """Scale the gradients so that their global norm ``norm`` is at most ``max_norm`` (as
+    ``clip_grad_norm_``, for sharded and whole gradients alike)."""
+    coefficient = min(1.0, max_norm / (norm.item() + 1e-6))
+    if coefficient < 1.0:
+        for param in parameters:
+            if param.grad is not None:
+                param.grad.mul_(coefficient)

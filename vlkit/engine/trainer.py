@@ -24,7 +24,7 @@ from vlkit.engine.checkpoint import (
     restore_optimizer_state,
 )
 from vlkit.engine.dcp_checkpoint import load_sharded, save_sharded
-from vlkit.engine.fsdp import apply_fsdp, check_strategy, gathered_model_state, grad_norm
+from vlkit.engine.fsdp import apply_fsdp, check_strategy, clip_grads, gathered_model_state, grad_norm
 from vlkit.engine.nan_policy import NanGuard
 from vlkit.engine.step_checkpoints import (
     checkpoint_path, is_checkpoint_folder, prune_step_checkpoints, resolve_resume, step_name,
@@ -466,7 +466,7 @@ class Trainer:
         norm = grad_norm(params)
         self._grad_norms.append(norm)
         if clip > 0:
-            nn.utils.clip_grads_with_norm_(params, clip, norm)
+            clip_grads(params, clip, norm)
         for optimizer in self.optimizers:
             if self.scaler is not None:
                 self.scaler.step(optimizer)
@@ -541,7 +541,7 @@ class Trainer:
     def _evaluate(self, loader: Any, split: str) -> dict[str, float]:
         self.model.eval()
         try:
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), self._autocast(), distributed.gathered_params(getattr(self, "step_module", None)):
                 if split == "test":
                     metrics = self.task.test(self.model, loader, str(self.run_dir))
                 else:
