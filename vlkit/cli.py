@@ -24,6 +24,7 @@ USAGE = """usage:
   vlkit imagenet --data_path DIR ...    ImageNet-style ViT fine-tuning (main_finetune.py's arguments)
   vlkit viz elip --image IMG --text TEXT --checkpoint CKPT [--out PNG] [with NAME... key=value...]
                                         picture of the patches ELIP kept and merged at each stage
+  vlkit checkpoint consolidate DIR OUT  a sharded (strategy=fsdp) checkpoint folder as one .ckpt file
 """
 
 
@@ -139,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vlkit.viz.elip import command_viz
 
         handlers["viz"] = command_viz
+    if command == "checkpoint":  # issue 21
+        from vlkit.engine.dcp_checkpoint import command_checkpoint
+
+        handlers["checkpoint"] = command_checkpoint
     if command not in handlers:
         print(f"unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ checkpoint (``vlkit.engine.checkpoint``'s layout).
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import tempfile
@@ -121,3 +122,15 @@ def consolidate(path: str | os.PathLike, out_file: str | os.PathLike) -> Path:
     checkpoint = {key: value for key, value in trainer_state.items() if key != "num_optimizers"}
     checkpoint.update(state_dict=flat["model"], optimizer_states=optimizers)
     return atomic_torch_save(checkpoint, out_file)
+
+
+def command_checkpoint(argv: Sequence[str]) -> int:
+    """``vlkit checkpoint consolidate DIR OUT``."""
+    parser = argparse.ArgumentParser(prog="vlkit checkpoint", description="sharded checkpoint tools")
+    commands = parser.add_subparsers(dest="command", required=True)
+    merge = commands.add_parser("consolidate", help="write a sharded checkpoint folder as one .ckpt file")
+    merge.add_argument("folder", help="a sharded checkpoint folder (e.g. RUN/checkpoints/step_0001000)")
+    merge.add_argument("out", help="the single-file checkpoint to write (e.g. step_0001000.ckpt)")
+    args = parser.parse_args(argv)
+    print(f"wrote {consolidate(args.folder, args.out)}")
+    return 0
