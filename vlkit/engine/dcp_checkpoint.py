@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
@@ -63,7 +64,7 @@ def save_sharded(path: str | os.PathLike, model: nn.Module, optimizers: Sequence
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     distributed.barrier()
-    dcp.save(_state(model, optimizers), checkpoint_id=partial)
+    dcp.save(_state(model, optimizers), checkpoint_id=partial, no_dist=not dist.is_initialized())
     if distributed.is_main():
         atomic_torch_save(trainer_state, partial / TRAINER_STATE)
         _publish(partial, path)
@@ -94,7 +95,7 @@ def load_sharded(path: str | os.PathLike, model: nn.Module,
             "resume with the same visual_optimizer setting"
         )
     state = _state(model, optimizers)
-    dcp.load(state, checkpoint_id=Path(path))
+    dcp.load(state, checkpoint_id=Path(path), no_dist=not dist.is_initialized())
     set_model_state_dict(model, state["model"])
     for i, optimizer in enumerate(optimizers):
         set_optimizer_state_dict(model, optimizer, state[f"optimizer_{i}"])
