@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import torch
 from omegaconf import OmegaConf
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
@@ -89,10 +90,6 @@ def _is_scalar(value: Any) -> bool:
     return (torch.is_tensor(value) and value.numel() == 1) or (
         isinstance(value, (int, float)) and not isinstance(value, bool)
     )
-
-
-def _as_float(value: torch.Tensor | float) -> float:
-    return value.detach().item() if torch.is_tensor(value) else float(value)
 
 
 class _TrainingStep(nn.Module):
@@ -267,7 +264,8 @@ class Trainer:
         """
         cfg = self.cfg
         total_steps = self._prepare_training()
-        resume_from = distributed.broadcast_object(resolve_resume(cfg.resume_from, self.run_dir.parent))
+        resume_from = resolve_resume(cfg.resume_from, self.run_dir.parent) if self.dist.is_main else None
+        resume_from = distributed.broadcast_object(resume_from)  # every rank resumes the same checkpoint
         rng_to_restore = self._resume(resume_from) if resume_from else None
         self.logger = MetricsLogger(self.run_dir, self.dist.is_main)
         self.logger.log({
@@ -349,6 +347,9 @@ class Trainer:
         schedule i, "" keeps it fresh), then set every group's LR from its schedule."""
         for key, targets in (("load_optimizer_states", self.optimizers), ("load_scheduler_states", self.schedulers)):
             files = list(self.cfg[key] or [])
+            if key == "load_optimizer_states" and any(files) and isinstance(self.step_module, FSDPModule):
+                raise ValueError(f"load_optimizer_states={files}: whole optimizer files do not load into "
+                                 "strategy=fsdp's sharded optimizers; use strategy=ddp for this run")
             if len(files) > len(targets):
                 raise ValueError(f"{key} lists {len(files)} files but the run has {len(targets)}; give one per "
                                  f"optimizer (main first, then the visual one) or '' to skip one")
@@ -438,13 +439,14 @@ class Trainer:
         debug = ""
         if self.cfg.nan_debug_checkpoint:
             debug = f"; the weights that gave it are in {self._write_checkpoint('nan_debug', self._resume_state())}"
-        terms = ", ".join(f"{k}={v:.6g}" for k, v in record["ranks"][self.dist.rank]["terms"].items())
+        mine = record["ranks"][self.dist.rank]
+        terms = ", ".join(f"{k}={v:.6g}" for k, v in mine["terms"].items())
         raise FloatingPointError(
             f"non-finite loss at global step {self.state.global_step} (optimizer steps done), epoch "
             f"{self.state.epoch}, batch {self.state.batch_in_epoch} of the epoch: {terms}; sample indices "
-            f"{record['ranks'][self.dist.rank]['sample_ids']} (every rank's in {self.nan_guard.record_file}){debug}. Nothing was saved for this step "
-            f"({self.checkpoint_dir} holds the last good state); lower learning_rate, set gradient_clip_val, "
-            f"use precision=bf16, or nan_policy=skip to drop such steps"
+            f"{mine['sample_ids']} (every rank's in {self.nan_guard.record_file}){debug}. Nothing was saved "
+            f"for this step ({self.checkpoint_dir} holds the last good state); lower learning_rate, set "
+            f"gradient_clip_val, use precision=bf16, or nan_policy=skip to drop such steps"
         )
 
     def _optimizer_step(self) -> bool:
