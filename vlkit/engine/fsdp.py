@@ -85,7 +85,7 @@ def _policies(cfg: Any, device: torch.device) -> dict[str, Any]:
     if device.type == "cuda" and str(cfg.precision) in BF16_PRECISIONS:
         policies["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     if cfg.fsdp_cpu_offload:
-        policies["offload_policy"] = CPUOffloadPolicy()
+        policies["offload_policy"] = CPUOffloadPolicy(pin_memory=device.type == "cuda")
     return policies
 
 
