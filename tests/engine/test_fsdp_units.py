@@ -10,7 +10,8 @@ from omegaconf import OmegaConf
 
 from tests.models._model_toys import image_batch, text_batch, tiny_cfg
 from vlkit.config.schema import defaults
-from vlkit.engine.fsdp import _shared_groups, apply_fsdp, check_strategy, transformer_blocks
+from vlkit.engine.fsdp import _shared_groups, apply_fsdp, check_strategy
+from vlkit.engine.parallelize import blocks
 from vlkit.models.build import build_model
 
 PAIRED = dict(model="cross_attention", fusion_layer=1, max_position_embeddings=20, drop_rate=0.0,
@@ -29,12 +30,12 @@ def names_of(model, modules):
 
 def test_paired_layers_share_one_unit_and_no_parameter_is_in_two():
     model = paired_model()
-    groups = [names_of(model, group) for group in _shared_groups(transformer_blocks(model))]
+    groups = [names_of(model, group) for group in _shared_groups(list(blocks(model)))]
     assert ["text_encoder.encoder.layer.1", "text_encoder.encoder.layer.2"] in groups
     assert ["text_encoder.encoder.layer.3", "text_encoder.encoder.layer.4"] in groups
     assert ["text_encoder.encoder.layer.0"] in groups and ["visual_encoder.blocks.0"] in groups
     seen = set()
-    for group in _shared_groups(transformer_blocks(model)):
+    for group in _shared_groups(list(blocks(model))):
         params = {id(p) for block in group for p in block.parameters()}
         assert not params & seen
         seen |= params
@@ -44,7 +45,7 @@ def test_momentum_model_blocks_are_units_too():
     torch.manual_seed(0)
     model = build_model(tiny_cfg({"itc": 1, "itm": 1}, model="cross_attention", fusion_layer=1,
                                  max_position_embeddings=20, momentum=0.995))
-    names = names_of(model, transformer_blocks(model))
+    names = names_of(model, list(blocks(model)))
     assert "momentum_model.text_encoder.encoder.layer.1" in names and "text_encoder.encoder.layer.1" in names
 
 

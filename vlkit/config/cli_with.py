@@ -17,7 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from vlkit.config.named_configs import expand, resolve_names
-from vlkit.config.schema import DICT_KEYS, LOSS_NAMES, defaults, field_types
+from vlkit.config.schema import DICT_KEYS, LOSS_NAMES, check_allowed_value, defaults, field_types
 
 
 class ConfigError(ValueError):
@@ -125,6 +125,10 @@ def check_value(key: str, value: Any) -> Any:
         raise ConfigError(
             f"config key {key}={value!r} ({type(value).__name__}) must be {type_name(kind)}"
         )
+    try:
+        check_allowed_value(key, converted)
+    except ValueError as err:
+        raise ConfigError(f"config key {err}") from None
     if key in DICT_KEYS:
         _check_entries(key, sorted(converted))
     if key == "loss_names":

@@ -295,6 +295,34 @@ class Config:
     checkpoint) of that Swin; METER downloads it, vlkit reads it from here."""
     text_layers: int = 12
     """``backbone_init=random``: layers of the text tower."""
+    # Performance (docs/performance.md): compilation, activation checkpointing, kernels, loaders
+    compile: Union[bool, str, None] = None
+    """``False``, ``True``/``"blocks"`` (each transformer block and CLIP ResNet stage compiled in
+    place, torchtitan's regional compilation) or ``"model"`` (the whole training step); None:
+    blocks on CUDA, off on CPU."""
+    compile_backend: str = "inductor"
+    """The ``torch.compile`` backend: ``inductor``, or ``aot_eager`` / ``eager`` to tell a compiler
+    problem from a model one (no code generation: quick to start, no speed-up)."""
+    grad_checkpointing: Union[bool, int] = False
+    """Activation checkpointing (``use_reentrant=False``): ``True`` every block, an int N the first
+    N blocks of each tower's stack, ``False`` none."""
+    optimizer_impl: str = "auto"
+    """Optimizer kernels: ``fused`` (one CUDA kernel), ``foreach`` (batched over tensors),
+    ``for_loop``; ``auto``: fused on CUDA, foreach elsewhere."""
+    allow_tf32: Union[bool, None] = None
+    """TF32 matmuls and convolutions on CUDA; None: on."""
+    channels_last: Union[bool, None] = None
+    """CLIP ResNet towers in channels_last memory format; None: on CUDA."""
+    persistent_workers: Union[bool, None] = None
+    """Keep loader workers between epochs; None: on CUDA when ``num_workers`` > 0."""
+    prefetch_factor: Union[int, None] = None
+    """Batches each loader worker prepares ahead; None: PyTorch's default (2)."""
+    peak_tflops: Union[float, None] = None
+    """The device's dense bf16 peak for MFU; None: looked up from the GPU's name (no MFU on CPU)."""
+    finite_check: str = "auto"
+    """When the loss is checked for NaN/inf: ``step`` (every step, a host-device synchronisation)
+    or ``interval`` (on device, read at logging intervals and before every checkpoint); ``auto``:
+    ``interval`` on CUDA, ``step`` elsewhere."""
     # scale-out and fault tolerance (issue 21; docs/scaling.md)
     strategy: str = "ddp"
     """``ddp`` (replicated model) or ``fsdp`` (FSDP2: parameters, gradients and optimizer state
@@ -312,6 +340,25 @@ class Config:
     """``nan_policy=skip``: stop after this many skipped steps in a row."""
     nan_debug_checkpoint: bool = False
     """``nan_policy=stop``: also write ``checkpoints/nan_debug`` (the weights that gave the non-finite loss)."""
+
+
+VALUE_CHOICES: dict[str, tuple] = {
+    "compile": (None, False, True, "blocks", "model"),
+    "optimizer_impl": ("auto", "fused", "foreach", "for_loop"),
+    "finite_check": ("auto", "step", "interval"),
+}
+"""Keys whose value must be one of a few."""
+
+
+def check_allowed_value(key: str, value: Any) -> None:
+    """A ValueError naming the valid values when ``value`` (already of the declared type) is not
+    allowed for ``key``."""
+    choices = VALUE_CHOICES.get(key)
+    if choices is not None and not any(value is c or (type(value) is type(c) and value == c) for c in choices):
+        raise ValueError(f"{key}={value!r} is not valid; use one of {', '.join(map(repr, choices))}")
+    if key == "grad_checkpointing" and not isinstance(value, bool) and value < 0:
+        raise ValueError(f"grad_checkpointing={value!r} is not valid; use False, True (every block) or an "
+                         "int N >= 0 (the first N blocks of each tower)")
 
 
 def defaults() -> dict[str, Any]:

@@ -70,7 +70,7 @@ class GritCollector:
         """Queue (B,) dataset indices with their (B, D) image and text unit embeddings."""
         if not (len(index) == len(image) == len(text)):
             raise ValueError(f"GRIT collector: {len(index)} indices for {len(image)} images and {len(text)} texts")
-        self._index.append(index.detach().long().cpu())
+        self._index.append(index.detach().long())  # stays on the device: no synchronisation per step
         self._image.append(image.detach())
         self._text.append(text.detach())
         self._queued += len(index)
@@ -95,6 +95,7 @@ class GritCollector:
 
     def _group_queue(self, count: int) -> None:
         index, image, text = self._take(count)
+        index = index.cpu()  # once per queue of grit_queue_size examples
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.groupings)
         self.groupings += 1
         shuffled = torch.randperm(count, generator=generator)

@@ -1,7 +1,8 @@
 """``strategy=fsdp``: PyTorch's FSDP2 (``torch.distributed.fsdp.fully_shard``) over every family.
 
-Each transformer block becomes one FSDP unit, then the training-step module (model and task) the
-root unit, as torchtitan does. Inside a training step the root's parameters stay gathered, so a
+Each block that ``vlkit.engine.parallelize.blocks`` finds (transformer blocks of every tower, CLIP
+ResNet stages) becomes one FSDP unit, then the training-step module (model and task) the root
+unit, as torchtitan does. Inside a training step the root's parameters stay gathered, so a
 task may call any model method; each block gathers its own parameters around its forward.
 
 The momentum (teacher) model of ALBEF keeps working: its blocks are sharded like the online ones,
@@ -20,6 +21,7 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.tensor import DTensor
 
+from vlkit.engine.parallelize import blocks
 from vlkit.utils import distributed
 
 STRATEGIES = ("ddp", "fsdp")
@@ -35,28 +37,6 @@ def check_strategy(cfg: Any) -> None:
             f"strategy=fsdp with precision={cfg.precision}: fp16 needs a loss scaler that FSDP2 does not "
             "share across shards; use precision=bf16 (FSDP keeps bf16 parameters and fp32 reductions) or 32"
         )
-
-
-def _is_block_container(module: nn.Module, name: str) -> bool:
-    return isinstance(module, nn.ModuleList) or (isinstance(module, nn.Sequential) and name.endswith("blocks"))
-
-
-def transformer_blocks(model: nn.Module) -> list[nn.Module]:
-    """The outermost repeated layers of ``model``: every element with parameters of a
-    ``nn.ModuleList`` (BERT's ``encoder.layer``, ViT ``blocks``, METER's co-attention layers,
-    CLIP-ViL's LXMERT layers) or of a ``Sequential`` named ``*blocks`` (timm), not nested in
-    another block. Includes the momentum model's blocks."""
-    blocks: list[nn.Module] = []
-    inside: set[int] = set()
-    for name, container in model.named_modules():
-        if id(container) in inside or not _is_block_container(container, name):
-            continue
-        for child in container.children():
-            if isinstance(child, (nn.ModuleList, nn.Sequential)) or not any(True for _ in child.parameters()):
-                continue
-            blocks.append(child)
-            inside.update(id(m) for m in child.modules())
-    return blocks
 
 
 def _shared_groups(blocks: list[nn.Module]) -> list[list[nn.Module]]:
@@ -96,7 +76,7 @@ def apply_fsdp(root: nn.Module, model: nn.Module, cfg: Any, device: torch.device
     the optimizer state) in CPU memory."""
     policies = _policies(cfg, device)
     _broadcast_from_rank0(root)
-    for group in _shared_groups(transformer_blocks(model)):
+    for group in _shared_groups(list(blocks(model))):
         fully_shard(group if len(group) > 1 else group[0], **policies)
     teacher = getattr(model, "momentum_model", None)
     whole = {p for p in teacher.parameters() if not isinstance(p, DTensor)} if teacher is not None else set()

@@ -58,6 +58,7 @@ class IntervalMeter:
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = defaultdict(int)
         self.samples = 0
+        self.steps = 0
         self.data_wait_s = 0.0
         self.started = time.perf_counter()
 
@@ -68,6 +69,10 @@ class IntervalMeter:
             self.counts[name] += 1
         self.samples += samples
         self.data_wait_s += data_wait_s
+
+    def mark_step(self) -> None:
+        """Count one optimizer step (for ``step_time_s``)."""
+        self.steps += 1
 
     def exclude(self, seconds: float) -> None:
         """Leave ``seconds`` (validation, checkpointing) out of the interval's wall time."""
@@ -87,6 +92,8 @@ class IntervalMeter:
         summary = {f"train/{name}": total / count for name, (total, count) in sorted(merged.items())}
         summary["samples_per_s"] = samples / elapsed
         summary["data_wait_frac"] = min(1.0, self.data_wait_s / elapsed)
+        if self.steps:
+            summary["step_time_s"] = elapsed / self.steps
         return summary
 
 

@@ -1,6 +1,7 @@
 """What the trainer does with a non-finite loss (``nan_policy``, ``max_consecutive_nan``).
 
-The check is a collective taken before the backward pass, so every rank decides the same way.
+With ``finite_check=step`` the check is a collective taken before each backward pass, so every
+rank decides the same way (``finite_check=interval`` defers it and can only stop the run).
 ``stop`` ends the run at once; ``skip`` drops the whole optimizer step the batch belongs to (no
 backward for it, no optimizer, schedule or loss-scaler step; the gradients accumulated so far are
 discarded) and goes on, until ``max_consecutive_nan`` steps in a row were skipped. Either way the
@@ -27,6 +28,18 @@ def _as_float(value: Any) -> float:
 def _scalar_terms(outputs: dict) -> dict[str, float]:
     return {name: _as_float(value) for name, value in outputs.items()
             if (torch.is_tensor(value) and value.numel() == 1) or isinstance(value, (int, float))}
+
+
+def finite_check_mode(cfg: Any, device: torch.device) -> str:
+    """``step`` or ``interval`` for ``cfg.finite_check`` (``auto``: interval on CUDA, step elsewhere).
+    ``nan_policy=skip`` decides at every step, so it needs ``step``."""
+    mode = cfg.finite_check if cfg.finite_check != "auto" else ("interval" if device.type == "cuda" else "step")
+    if cfg.nan_policy == "skip" and mode == "interval":
+        if cfg.finite_check == "interval":
+            raise ValueError("nan_policy=skip decides at every step whether to drop it: set finite_check=step "
+                             "(or auto), or use nan_policy=stop with finite_check=interval")
+        return "step"
+    return mode
 
 
 class NanGuard:

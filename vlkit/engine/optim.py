@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from transformers import get_cosine_with_min_lr_schedule_with_warmup, get_polynomial_decay_schedule_with_warmup
 
+from vlkit.config.schema import check_allowed_value
+
 NO_DECAY_NAME_PARTS = (
     "bias", "LayerNorm.bias", "LayerNorm.weight", "norm.bias", "norm.weight", "norm1.", "norm2."
 )
@@ -135,10 +137,30 @@ def build_optimizer(model: nn.Module, cfg: Any, exclude: tuple[str, ...] = ()) -
         groups = param_groups_layer_decay(model, cfg, exclude)
     if not groups:
         raise ValueError(f"{type(model).__name__} has no trainable parameter to optimize")
+    kernels = kernel_options(cfg.optimizer_impl, groups)
     if cfg.optim_type == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=SGD_MOMENTUM)
+        return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=SGD_MOMENTUM, **kernels)
     adam_class = torch.optim.AdamW if cfg.optim_type == "adamw" else torch.optim.Adam
-    return adam_class(groups, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+    return adam_class(groups, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, **kernels)
+
+
+def kernel_options(impl: str, groups: list[dict]) -> dict[str, bool]:
+    """The ``fused`` / ``foreach`` keyword of a torch optimizer for ``optimizer_impl``: ``auto``
+    is fused when every parameter is on CUDA, foreach otherwise."""
+    check_allowed_value("optimizer_impl", impl)
+    if impl == "auto":
+        on_cuda = all(p.is_cuda for group in groups for p in group["params"])
+        impl = "fused" if on_cuda else "foreach"
+    if impl == "fused":
+        return {"fused": True}
+    return {"foreach": impl == "foreach"}
+
+
+def kernel_name(optimizer: torch.optim.Optimizer) -> str:
+    """``fused``, ``foreach`` or ``for_loop``: the kernels ``optimizer`` steps with."""
+    if optimizer.defaults.get("fused"):
+        return "fused"
+    return "foreach" if optimizer.defaults.get("foreach") else "for_loop"
 
 
 def warmup_steps_from(cfg: Any, total_steps: int) -> int:
@@ -210,9 +232,11 @@ def build_visual_optimizer(model: nn.Module, cfg: Any, prefix: str) -> torch.opt
                          "(is the backbone frozen?); set visual_optimizer=''")
     group = {"params": params, "lr": cfg.visual_learning_rate, "lr_scale": 1.0,
              "weight_decay": cfg.visual_weight_decay}
+    kernels = kernel_options(cfg.optimizer_impl, [group])
     if cfg.visual_optimizer == "sgd":
-        return torch.optim.SGD([group], lr=cfg.visual_learning_rate, momentum=cfg.visual_momentum)
-    return torch.optim.AdamW([group], lr=cfg.visual_learning_rate, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+        return torch.optim.SGD([group], lr=cfg.visual_learning_rate, momentum=cfg.visual_momentum, **kernels)
+    return torch.optim.AdamW([group], lr=cfg.visual_learning_rate, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
+                             **kernels)
 
 
 def build_optimizers(model: nn.Module, cfg: Any) -> list[torch.optim.Optimizer]:

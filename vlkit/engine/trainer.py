@@ -24,16 +24,21 @@ from vlkit.engine.checkpoint import (
     build_checkpoint, checkpoint_metadata, load_checkpoint, native_rng_state, portable_rng_state, read_state_file,
     restore_optimizer_state,
 )
+from vlkit.engine.accounting import FlopCount, device_peak_tflops, throughput_fields
 from vlkit.engine.dcp_checkpoint import load_sharded, save_sharded
 from vlkit.engine.fsdp import apply_fsdp, check_strategy, clip_grads, gathered_model_state, grad_norm
-from vlkit.engine.nan_policy import NanGuard
+from vlkit.engine.nan_policy import NanGuard, finite_check_mode
 from vlkit.engine.step_checkpoints import (
     checkpoint_path, is_checkpoint_folder, prune_step_checkpoints, resolve_resume, step_name,
 )
 from vlkit.engine.logging import (
     PLOT_FILE, IntervalMeter, MetricsLogger, create_version_dir, peak_memory_mb, plot_curves, run_name,
 )
-from vlkit.engine.optim import build_optimizers, build_schedulers
+from vlkit.engine.optim import build_optimizers, build_schedulers, kernel_name
+from vlkit.engine.parallelize import (
+    CompileStats, apply_activation_checkpointing, apply_channels_last, apply_compile, configure_cuda_math,
+    resolve_compile,
+)
 from vlkit.engine.progress import ProgressBar
 from vlkit.eval.metrics import evaluation_record
 from vlkit.tasks.base import Task
@@ -207,10 +212,21 @@ class Trainer:
         # A private generator keeps the loader from drawing on the global RNG (exact resume).
         return DataLoader(
             dataset, batch_size=self.cfg.per_gpu_batchsize, sampler=sampler,
-            num_workers=self.cfg.num_workers, collate_fn=self.task.collate_fn(split),
-            pin_memory=self.device.type == "cuda", persistent_workers=False,
+            collate_fn=self.task.collate_fn(split), pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(self.cfg.seed + self.dist.rank),
+            **self._worker_options(),
         )
+
+    def _worker_options(self) -> dict[str, Any]:
+        """``num_workers``, ``persistent_workers`` (None: on CUDA) and ``prefetch_factor``."""
+        workers = self.cfg.num_workers
+        if workers == 0:
+            return {"num_workers": 0}
+        persistent = self.cfg.persistent_workers
+        if persistent is None:
+            persistent = self.device.type == "cuda"
+        return {"num_workers": workers, "persistent_workers": bool(persistent),
+                "prefetch_factor": self.cfg.prefetch_factor}
 
     def _eval_loader(self, dataset: Dataset, split: str) -> DataLoader | _FirstBatches:
         """Every sample of ``dataset`` once across ranks (the first batches under fast_dev_run)."""
@@ -237,7 +253,14 @@ class Trainer:
         return steps
 
     def _wrap_for_training(self, model: nn.Module) -> nn.Module:
+        """Activation checkpointing, then compilation, then DDP or FSDP (torchtitan's order)."""
+        self.checkpointed_blocks = apply_activation_checkpointing(model, self.cfg.grad_checkpointing)
+        compile_mode = resolve_compile(self.cfg.compile, self.device)
+        self.compiled_blocks = apply_compile(model, compile_mode, self.cfg.compile_backend)
+        self.compile_stats_start = CompileStats.now()
         step = _TrainingStep(model, self.task)
+        if compile_mode == "model":
+            step.compile(backend=self.cfg.compile_backend)
         if not self.dist.is_distributed:
             return step
         if self.cfg.strategy == "fsdp":
@@ -273,6 +296,9 @@ class Trainer:
             "world_size": self.dist.world_size, "accumulation": self.accumulation,
             "global_batch": cfg.per_gpu_batchsize * self.dist.world_size * self.accumulation,
             "total_steps": total_steps, "resumed_from": resume_from, "strategy": cfg.strategy,
+            "compiled_modules": self.compiled_blocks, "checkpointed_blocks": self.checkpointed_blocks,
+            "optimizer_kernels": [kernel_name(optimizer) for optimizer in self.optimizers],
+            "finite_check": self.finite_check, "peak_tflops": self.peak_tflops,
         })
         self.progress = ProgressBar(
             total_steps, self.state.global_step, enabled=cfg.progress_bar and self.dist.is_main
@@ -297,6 +323,7 @@ class Trainer:
             "global_step": self.state.global_step,
             "num_skipped_images": self._flush_skipped(),
             "run_dir": str(self.run_dir),
+            "performance": self.performance_summary,
         }
         if self.dist.is_main:
             plot_curves(self.logger.path, self.run_dir / PLOT_FILE)
@@ -308,6 +335,15 @@ class Trainer:
         cfg = self.cfg
         if self.model is None:
             self.model = self._build_model()
+        configure_cuda_math(self.device, cfg.allow_tf32)
+        if cfg.channels_last or (cfg.channels_last is None and self.device.type == "cuda"):
+            apply_channels_last(self.model)
+        self.peak_tflops = device_peak_tflops(self.device, cfg.peak_tflops)
+        self.finite_check = finite_check_mode(cfg, self.device)
+        self.flops = FlopCount()
+        self.flops_per_sample: float | None = None
+        self.performance_summary: dict[str, float] = {}
+        self._nonfinite_seen: torch.Tensor | None = None
         self.train_loader = self._loader(self._dataset("train"), "train", training=True)
         self.train_sampler: ResumableDistributedSampler = self.train_loader.sampler
         val_set = self._dataset("val", required=False)
@@ -410,18 +446,23 @@ class Trainer:
     def _forward_backward(self, batch: dict, samples: int, data_wait: float, sync: bool) -> None:
         no_sync = isinstance(self.step_module, DistributedDataParallel) and not sync
         with self.step_module.no_sync() if no_sync else contextlib.nullcontext():
-            with self._autocast():
+            counting = self.flops.total is None
+            with self._autocast(), self.flops.counting() if counting else contextlib.nullcontext():
                 outputs = self.step_module(batch)
+            if counting:
+                self.flops_per_sample = self.flops.total / max(samples, 1)
             if "loss" not in outputs:
                 raise KeyError(
                     f"{type(self.task).__name__}.training_step returned {sorted(outputs)} without "
                     f"'loss'; return the total loss to back-propagate under 'loss'"
                 )
-            if self.nan_guard.loss_is_finite(outputs["loss"]):
-                loss = outputs["loss"] / self.accumulation
-                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-            else:
+            if self.finite_check == "interval":
+                self._note_nonfinite(outputs["loss"])
+            elif not self.nan_guard.loss_is_finite(outputs["loss"]):
                 self._non_finite_loss(outputs, batch)
+                return
+            loss = outputs["loss"] / self.accumulation
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         self.meter.add({k: v for k, v in outputs.items() if _is_scalar(v)}, samples, data_wait)
         observe = getattr(self.train_sampler, "observe", None)
         if observe is not None:  # a sampler that orders batches by what the model computed (GRIT)
@@ -448,6 +489,26 @@ class Trainer:
             f"for this step ({self.checkpoint_dir} holds the last good state); lower learning_rate, set "
             f"gradient_clip_val, use precision=bf16, or nan_policy=skip to drop such steps"
         )
+
+    def _note_nonfinite(self, loss: torch.Tensor) -> None:
+        """Remember on the device whether a loss was NaN/inf (``finite_check=interval``: no sync)."""
+        bad = ~torch.isfinite(loss.detach()).all()
+        self._nonfinite_seen = bad if self._nonfinite_seen is None else self._nonfinite_seen | bad
+
+    def _raise_if_nonfinite_seen(self) -> None:
+        """Stop every rank when a loss since the last check was NaN/inf (``finite_check=interval``)."""
+        if self._nonfinite_seen is None:
+            return
+        seen = distributed.all_reduce_sum(self._nonfinite_seen.float().reshape(1)).item() > 0
+        self._nonfinite_seen = None
+        if seen:
+            raise FloatingPointError(
+                f"non-finite loss in the steps up to global step {self.state.global_step}, epoch "
+                f"{self.state.epoch} (finite_check=interval reads the check every log_every_n_steps="
+                f"{self.cfg.log_every_n_steps} steps; finite_check=step finds the exact step and batch at the "
+                f"cost of a host-device synchronisation per step). Nothing was saved since; lower "
+                f"learning_rate, set gradient_clip_val or use precision=bf16"
+            )
 
     def _optimizer_step(self) -> bool:
         """Clip the global gradient norm (over every optimizer's parameters) and step every
@@ -481,12 +542,13 @@ class Trainer:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
         self.state.global_step += 1
+        self.meter.mark_step()
         return True
 
     def _after_step(self, micro_batches: int) -> None:
         if self.state.global_step % self.cfg.log_every_n_steps == 0:
             self._log_train()
-        self.progress.advance(self._shown_loss, self._shown_rate)
+        self.progress.advance(self._shown_loss, self._shown_rate, self.performance_summary.get("mfu"))
         if self._validation_due(micro_batches):
             self._validate_and_checkpoint()
         every = self.cfg.checkpoint_every_n_steps
@@ -501,18 +563,29 @@ class Trainer:
         return self.state.num_skipped_images
 
     def _log_train(self) -> None:
+        self._raise_if_nonfinite_seen()
         summary = self.meter.summarize()
         self.meter.reset()
+        performance = self._performance(summary["samples_per_s"])
         self.logger.log({
             "event": "train", "step": self.state.global_step, "epoch": self.state.epoch,
             "lr": self._step_lrs[0], **{f"lr_{i}": lr for i, lr in enumerate(self._step_lrs[1:], 1)},
-            **summary, "peak_memory_mb": peak_memory_mb(self.device),
-            "num_skipped_images": self._flush_skipped(),
+            **summary, **performance, "num_skipped_images": self._flush_skipped(),
             "train/grad_norm": torch.stack(self._grad_norms).mean().item() if self._grad_norms else None,
             "num_nan_skips": self.state.num_nan_skips,
         })
         self._grad_norms = []
+        self.performance_summary = {**summary, **performance}
         self._shown_loss, self._shown_rate = summary.get("train/loss"), summary["samples_per_s"]
+
+    def _performance(self, samples_per_s: float) -> dict[str, float]:
+        """Model FLOPs per sample, TFLOP/s and MFU, peak memory, and compile counts so far."""
+        compiled = CompileStats.now().since(self.compile_stats_start)
+        return {
+            **throughput_fields(self.flops_per_sample, samples_per_s, self.peak_tflops, self.dist.world_size),
+            "peak_memory_mb": peak_memory_mb(self.device),
+            "compile_graphs": compiled.graphs, "compile_recompilations": compiled.recompilations,
+        }
 
     def _validation_due(self, micro_batches: int) -> bool:
         if self.fast_dev_batches:
@@ -593,6 +666,7 @@ class Trainer:
 
     def _resume_state(self) -> dict[str, Any]:
         """Counters, every rank's RNG and sampler state, scaler (collectives: every rank calls it)."""
+        self._raise_if_nonfinite_seen()
         self._flush_skipped()
         rng_states = distributed.all_gather_object(portable_rng_state(rng_state()))
         sampler_state = self.train_sampler.state_dict()  # a collective for per-rank sampler state
@@ -602,6 +676,7 @@ class Trainer:
             "sampler": sampler_state,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "world_size": self.dist.world_size,
+            "model_flops_per_sample": self.flops_per_sample,
         }
 
     def _metadata(self, resume_state: dict[str, Any]) -> dict[str, Any]:
@@ -658,6 +733,8 @@ class Trainer:
             **{name: saved.get(name, getattr(TrainState, name)) for name in RESUMED_COUNTERS},
         )
         self._last_event_step = self.state.global_step
+        if saved.get("model_flops_per_sample"):  # counted once per run: no eager counting step on resume
+            self.flops_per_sample = self.flops.total = saved["model_flops_per_sample"]
         if len(saved["rng_states"]) != self.dist.world_size:
             warnings.warn(
                 f"{path} was written by {len(saved['rng_states'])} processes, this run has "

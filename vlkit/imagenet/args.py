@@ -104,6 +104,16 @@ def _distributed_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dist_url", default="env://", help="rendezvous: env:// or tcp://HOST:PORT")
 
 
+def _performance_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("performance (docs/performance.md)")
+    group.add_argument("--compile", default="auto", choices=("auto", "off", "blocks", "model"),
+                       help="torch.compile: each transformer block, the whole model, or off; auto: blocks on CUDA")
+    group.add_argument("--grad_checkpointing", default=0, type=int, metavar="N",
+                       help="activation checkpointing of the first N blocks (-1: every block; 0: off)")
+    group.add_argument("--optimizer_impl", default="auto", choices=("auto", "fused", "foreach", "for_loop"),
+                       help="AdamW kernels; auto: fused on CUDA, foreach elsewhere")
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser, with the reference's arguments, order and defaults."""
     parser = argparse.ArgumentParser("main_finetune.py", description="ImageNet-style fine-tuning of a ViT classifier")
@@ -118,6 +128,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     _finetune_arguments(parser)
     _run_arguments(parser)
     _distributed_arguments(parser)
+    _performance_arguments(parser)
     return parser
 
 
@@ -133,6 +144,8 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
             raise ValueError(f"--{name} {value}: must be at least 1 (or leave it out to use the --model's)")
     if args.warmup_epochs < 0 or args.start_epoch < 0 or args.num_workers < 0:
         raise ValueError("--warmup_epochs, --start_epoch and --num_workers must not be negative")
+    if args.grad_checkpointing < -1:
+        raise ValueError(f"--grad_checkpointing {args.grad_checkpointing}: give N >= 0 blocks, or -1 for every block")
     if args.mixup_mode not in ("batch", "pair", "elem"):
         raise ValueError(f"--mixup_mode {args.mixup_mode!r}: choose batch, pair or elem")
     if args.cutmix_minmax is not None and len(args.cutmix_minmax) != 2:

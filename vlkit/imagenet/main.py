@@ -20,6 +20,7 @@ from vlkit.imagenet.args import check_args, get_args_parser
 from vlkit.imagenet.convert import load_pretrained, load_resumed
 from vlkit.imagenet.data import build_loaders
 from vlkit.imagenet.evaluate import evaluate
+from vlkit.engine.parallelize import apply_activation_checkpointing, apply_compile, configure_cuda_math, resolve_compile
 from vlkit.imagenet.models import build_classifier
 from vlkit.imagenet.outputs import BEST, LAST, RunOutputs, training_checkpoint
 from vlkit.imagenet.recipe import (
@@ -146,6 +147,16 @@ def run_training(model: nn.Module, checkpoint: dict[str, Any] | None, args: argp
     return {**test_stats, "max_accuracy": max_accuracy, "epochs": args.epochs}
 
 
+def apply_performance_options(model: nn.Module, args: argparse.Namespace, device: torch.device) -> None:
+    """``--grad_checkpointing``, ``--compile`` and TF32 on CUDA, as the vlkit trainer applies them."""
+    configure_cuda_math(device, None)
+    apply_activation_checkpointing(model, True if args.grad_checkpointing == -1 else args.grad_checkpointing)
+    mode = resolve_compile({"auto": None, "off": False}.get(args.compile, args.compile), device)
+    if mode == "model":
+        model.compile()
+    apply_compile(model, mode)
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run what ``args`` asks for in this process (one rank of the job); returns the last
     evaluation's numbers (``acc1``, ``acc5``, ``loss``, ``count``, ``num_skipped``)."""
@@ -159,6 +170,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     model = build_classifier(args)
     checkpoint = _load_weights(model, args)
     model.to(info.device)
+    apply_performance_options(model, args, info.device)
     outputs = RunOutputs(args.output_dir, args.log_dir, enabled=info.is_main)
     try:
         if args.eval:

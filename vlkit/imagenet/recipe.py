@@ -14,7 +14,7 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 
-from vlkit.engine.optim import param_groups_layer_decay
+from vlkit.engine.optim import kernel_options, param_groups_layer_decay
 
 LR_REFERENCE_BATCH = 256
 
@@ -47,8 +47,10 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: 
 
 
 def build_optimizer(model: nn.Module, args: argparse.Namespace, lr: float) -> torch.optim.AdamW:
-    """``torch.optim.AdamW`` (betas 0.9, 0.999) over the layer-decay groups."""
-    return torch.optim.AdamW(param_groups(model, lr, args.weight_decay, args.layer_decay), lr=lr)
+    """``torch.optim.AdamW`` (betas 0.9, 0.999) over the layer-decay groups; fused kernels on CUDA,
+    foreach elsewhere (``--optimizer_impl``)."""
+    groups = param_groups(model, lr, args.weight_decay, args.layer_decay)
+    return torch.optim.AdamW(groups, lr=lr, **kernel_options(getattr(args, "optimizer_impl", "auto"), groups))
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace,

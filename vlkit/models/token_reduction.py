@@ -258,9 +258,9 @@ def select_tokens(scores: torch.Tensor, keep: int) -> Selection:
         raise ValueError(f"keep={keep} tokens of {scores.shape[1]}: must discard at least one and keep one")
     best = scores.topk(keep, dim=1).indices
     kept = best.sort(dim=1).values
-    is_kept = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, best, True)
-    order = torch.arange(scores.shape[1], device=scores.device).expand_as(scores)
-    dropped = order[~is_kept].view(scores.shape[0], -1)
+    is_kept = torch.zeros_like(scores, dtype=torch.uint8).scatter_(1, best, 1)
+    # the dropped positions in original order: a stable sort puts the unkept (0) first, no mask indexing
+    dropped = is_kept.sort(dim=1, stable=True).indices[:, : scores.shape[1] - keep]
     dropped_scores = scores.gather(1, dropped)
     weights = dropped_scores / (dropped_scores.sum(dim=1, keepdim=True) + MERGE_EPS)
     return Selection(kept, dropped, weights)

@@ -6,13 +6,14 @@ import torch
 from vlkit.objectives.mlm import LossOutput, classification_loss
 
 
-def itm_labels(batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """floor(B/2) ones (matched pairs) and B - floor(B/2) zeros, in a random order (CPU, long)."""
+def itm_labels(batch_size: int, generator: torch.Generator | None = None,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    """floor(B/2) ones (matched pairs) and B - floor(B/2) zeros, in a random order (long, made on
+    ``device`` so that no copy waits for the host)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    ordered = torch.zeros(batch_size, dtype=torch.long)
-    ordered[: batch_size // 2] = 1
-    return ordered[torch.randperm(batch_size, generator=generator)]
+    order = torch.randperm(batch_size, generator=generator, device=device)
+    return (order < batch_size // 2).long()
 
 
 def itm_loss(logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
@@ -51,7 +52,9 @@ def in_batch_negatives(
         scores = scores.detach().float().masked_fill(mask, float("-inf"))
         if not sample:
             return scores.argmax(dim=1)
-        probabilities = scores.softmax(dim=1).cpu()
-        return torch.multinomial(probabilities, 1, generator=generator).squeeze(1).to(similarity.device)
+        # one draw per row by the exponential race (argmax p / E, E ~ Exp(1)): distributed as
+        # multinomial, but on the device and without a host synchronisation
+        race = torch.empty_like(scores).exponential_(generator=generator)
+        return (scores.softmax(dim=1) / race).argmax(dim=1)
 
     return pick(similarity.t(), blocked.t()), pick(similarity, blocked)

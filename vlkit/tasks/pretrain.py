@@ -133,7 +133,7 @@ class PretrainTask(ArrowTask):
         """ITM on own/false images (labels from the global RNG) and the WPA term; patches are
         dropped as ``itm_patch_drop`` says (None: as the encoder's default, which is VLC's)."""
         images = batch["image"]
-        labels = itm_labels(images.shape[0]).to(images.device)
+        labels = itm_labels(images.shape[0], device=images.device)
         matched = labels.view(-1, 1, 1, 1).bool()
         pairs = torch.where(matched, images, batch["false_image_0"])
         features = model.infer(batch["text_ids"], batch["text_masks"], pairs, mask_image=self.cfg.itm_patch_drop)

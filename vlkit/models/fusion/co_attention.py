@@ -101,7 +101,11 @@ class CoAttentionModel(nn.Module):
 
     def encode_text(self, text_ids: torch.Tensor, text_masks: torch.Tensor) -> torch.Tensor:
         """The text tower's last hidden states (B, L, text width)."""
-        return self.text_transformer(input_ids=text_ids, attention_mask=text_masks).last_hidden_state
+        # a 4-D boolean mask, used as given: the 2-D form makes transformers read it on the host
+        # (to skip an all-ones mask), a synchronisation per step
+        length = text_ids.shape[1]
+        mask = text_masks.bool()[:, None, None, :].expand(-1, 1, length, -1)
+        return self.text_transformer(input_ids=text_ids, attention_mask=mask).last_hidden_state
 
     def embed_image(self, image: torch.Tensor, image_token_type_idx: int = 1, mask_image: bool | None = None,
                     text_cls: torch.Tensor | None = None, text_ids: torch.Tensor | None = None,

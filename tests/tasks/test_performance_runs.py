@@ -1,0 +1,68 @@
+"""Training runs with the performance options on: the accounting fields a run logs, and exact
+resume with compilation and activation checkpointing."""
+import json
+import math
+
+import pytest
+
+from tests.tasks._runs import crash_at_training_step, train_losses
+from tests.tasks.test_pretrain_runs import run
+from vlkit.engine.logging import read_metrics
+from vlkit.tasks.pretrain import PretrainTask
+
+ACCOUNTING = ("model_flops_per_sample", "tflops", "mfu", "step_time_s", "peak_memory_mb", "samples_per_s",
+              "data_wait_frac")
+
+
+def train_records(run_dir):
+    return [r for r in read_metrics(run_dir / "metrics.jsonl") if r["event"] == "train"]
+
+
+def test_every_interval_logs_flops_mfu_step_time_and_memory(data_words, tmp_path):
+    common = ["datasets=[coco]", "max_steps=2", "val_check_interval=2", "peak_tflops=0.5"]
+    checkpointed = run(data_words, tmp_path / "ac", *common, "grad_checkpointing=True")
+    plain = run(data_words, tmp_path / "plain", *common)
+    for record in train_records(checkpointed):
+        for key in ACCOUNTING:
+            assert math.isfinite(record[key]) and record[key] > 0, key
+        assert record["mfu"] == pytest.approx(record["tflops"] / 0.5)
+        assert record["compile_graphs"] == 0  # compile is off by default on CPU
+    setup = next(r for r in read_metrics(checkpointed / "metrics.jsonl") if r["event"] == "setup")
+    assert setup["checkpointed_blocks"] == 2 + 1  # two encoder blocks and the MAE decoder's one
+    assert setup["optimizer_kernels"] == ["foreach"] and setup["finite_check"] == "step"
+    # model FLOPs do not count what checkpointing recomputes
+    flops = {train_records(d)[0]["model_flops_per_sample"] for d in (checkpointed, plain)}
+    assert len(flops) == 1
+    summary = json.loads((checkpointed / "metrics.json").read_text())["performance"]
+    assert summary["model_flops_per_sample"] == flops.pop() and "mfu" in summary
+
+
+def test_no_mfu_without_a_known_peak_and_interval_finite_checks(data_words, tmp_path):
+    run_dir = run(data_words, tmp_path, "datasets=[coco]", "max_steps=2", "val_check_interval=2",
+                  "finite_check=interval")
+    record = train_records(run_dir)[-1]
+    assert "mfu" not in record and record["tflops"] > 0
+
+
+@pytest.mark.slow
+def test_resume_is_exact_with_compile_and_checkpointing(data_words, tmp_path, monkeypatch):
+    common = ["datasets=[coco]", "val_check_interval=2", "run_name=r", "max_steps=4", "compile=True",
+              "compile_backend=aot_eager", "grad_checkpointing=True"]
+    whole = run(data_words, tmp_path / "whole", *common)
+    original_step = crash_at_training_step(monkeypatch, PretrainTask, 4)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(data_words, tmp_path / "crashed", *common)
+    monkeypatch.setattr(PretrainTask, "training_step", original_step)
+    crashed = next((tmp_path / "crashed").glob("*/version_0"))
+    resumed = run(data_words, tmp_path / "resumed", *common,
+                  f"resume_from={crashed / 'checkpoints' / 'last.ckpt'}")
+    expected = train_losses(whole)
+    assert sorted(expected) == [1, 2, 3, 4]
+    resumed_losses = train_losses(resumed)
+    assert sorted(resumed_losses) == [3, 4]
+    for step, loss in resumed_losses.items():
+        assert loss == pytest.approx(expected[step], abs=1e-6)
+    setup = next(r for r in read_metrics(whole / "metrics.jsonl") if r["event"] == "setup")
+    assert setup["compiled_modules"] == 3
+    last = train_records(whole)[-1]
+    assert last["compile_graphs"] >= 1
