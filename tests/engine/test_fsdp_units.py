@@ -1,6 +1,7 @@
 """How strategy=fsdp cuts a model into units: every family's repeated layers, ALBEF's paired
 NLVR2 layers (shared key/value) kept in one unit, the momentum model's blocks included; a
-sharded paired model computes what the plain one does (one gloo process, also with CPU offload)."""
+sharded paired model computes what the plain one does (one gloo process, also with CPU offload
+and with activation checkpointing)."""
 import copy
 
 import pytest
@@ -11,7 +12,7 @@ from omegaconf import OmegaConf
 from tests.models._model_toys import image_batch, text_batch, tiny_cfg
 from vlkit.config.schema import defaults
 from vlkit.engine.fsdp import _shared_groups, apply_fsdp, check_strategy
-from vlkit.engine.parallelize import blocks
+from vlkit.engine.parallelize import apply_activation_checkpointing, blocks
 from vlkit.models.build import build_model
 
 PAIRED = dict(model="cross_attention", fusion_layer=1, max_position_embeddings=20, drop_rate=0.0,
@@ -73,10 +74,13 @@ class Forward(torch.nn.Module):
         return self.model.infer(ids, masks, images)["cls_feats"].clone()
 
 
-@pytest.mark.parametrize("offload", [False, True], ids=["sharded", "cpu_offload"])
-def test_sharded_paired_model_computes_the_plain_output_and_gradients(one_process_group, offload):
+@pytest.mark.parametrize("offload, checkpointed", [(False, False), (True, True)],
+                         ids=["sharded", "cpu_offload_and_activation_checkpointing"])
+def test_sharded_paired_model_computes_the_plain_output_and_gradients(one_process_group, offload, checkpointed):
     plain = Forward(paired_model())
     sharded = copy.deepcopy(plain)
+    if checkpointed:  # the trainer's order: activation checkpointing, then FSDP
+        assert apply_activation_checkpointing(sharded.model, True) > 0
     cfg = OmegaConf.create({"precision": 32, "fsdp_cpu_offload": offload})
     apply_fsdp(sharded, sharded.model, cfg, torch.device("cpu"))
     ids, masks = text_batch()

@@ -1,4 +1,4 @@
-"""kill -9 while a step checkpoint is being written, then at a seeded random step: torchrun
+"""kill -9 while a step checkpoint is being written, then right after a seeded random step: torchrun
 (--max-restarts 2) restarts the worker, ``resume_from=auto`` picks the newest complete checkpoint,
 and the loss sequence from there on is the uninterrupted run's. Checkpoints written before a kill
 stay intact; a half-written one is never visible or resumed from."""
@@ -23,7 +23,7 @@ from vlkit.engine.step_checkpoints import checkpoint_step, find_latest_checkpoin
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
-STEPS, EVERY = 24, 3
+STEPS, EVERY = 18, 3
 COMMON = dict(batch_size=8, per_gpu_batchsize=8, max_steps=STEPS, max_epoch=100, val_check_interval=100,
               optim_type="adamw", learning_rate=0.02, checkpoint_every_n_steps=EVERY, keep_last_k=2)
 
@@ -37,20 +37,20 @@ def losses(run_dir):
 
 
 def wait_for(condition, process, what):
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180
     while not condition():
         assert process.poll() is None, f"the run ended before {what}"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
+        time.sleep(0.05)
 
 
-def launch(tmp_path, name, strategy, hold=""):
-    cfg = toy_config(tmp_path, run_name=name, strategy=strategy, resume_from="auto", **COMMON)
+def launch(tmp_path, name, hold, pause_at):
+    cfg = toy_config(tmp_path, run_name=name, resume_from="auto", **COMMON)
     folder = tmp_path / f"{name}_io"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(OmegaConf.to_container(cfg)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)]), "HOLD_CHECKPOINT": hold,
-           "OMP_NUM_THREADS": "1"}
+           "PAUSE_AT_STEP": str(pause_at), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1",
                "--max-restarts=2", str(HERE / "kill_worker.py"), str(folder / "config.json")]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), folder
@@ -78,7 +78,8 @@ def check_resumed(run_dir, expected):
 
 
 def test_kill_9_while_writing_a_checkpoint_then_at_a_random_step_resumes_exactly(tmp_path, uninterrupted):
-    process, io = launch(tmp_path, "killed", "ddp", hold="step_0000009")
+    kill_step = random.Random(21).choice([s for s in range(10, STEPS) if s % EVERY])  # between checkpoints
+    process, io = launch(tmp_path, "killed", hold="step_0000009", pause_at=kill_step)
     runs = [tmp_path / "killed" / f"version_{k}" for k in range(3)]
 
     # attempt 0: killed while step 9 is being written; the newest complete checkpoint is step 6
@@ -86,16 +87,14 @@ def test_kill_9_while_writing_a_checkpoint_then_at_a_random_step_resumes_exactly
     assert find_latest_checkpoint(tmp_path / "killed").name == "step_0000006.ckpt"
     os.kill(int((io / "pid_0").read_text()), signal.SIGKILL)
 
-    # attempt 1 (restarted by torchrun, resume_from=auto): killed at a seeded random step
-    kill_step = random.Random(21).randint(10, STEPS - 4)
-    wait_for(lambda: (runs[1] / "metrics.jsonl").is_file()
-             and any(r["step"] >= kill_step for r in records(runs[1], "train")), process, f"step {kill_step}")
+    # attempt 1 (restarted by torchrun, resume_from=auto): killed right after a seeded random step
+    wait_for(lambda: (io / "paused").is_file(), process, f"step {kill_step}")
     os.kill(int((io / "pid_1").read_text()), signal.SIGKILL)
     assert process.wait(timeout=120) == 0, process.stderr.read().decode()[-3000:]
 
-    assert check_resumed(runs[1], uninterrupted) == 6
-    resumed_at = check_resumed(runs[2], uninterrupted)
-    assert max(losses(runs[2])) == STEPS and kill_step - EVERY <= resumed_at <= kill_step + EVERY
+    assert check_resumed(runs[1], uninterrupted) == 6 and max(losses(runs[1])) == kill_step
+    assert check_resumed(runs[2], uninterrupted) == kill_step - kill_step % EVERY
+    assert max(losses(runs[2])) == STEPS
     assert losses(runs[0]) == pytest.approx({s: uninterrupted[s] for s in losses(runs[0])}, abs=1e-6)
     held = runs[0] / "checkpoints"
     assert sorted(p.name for p in held.glob("step_*")) == ["step_0000003.ckpt", "step_0000006.ckpt"]

@@ -11,11 +11,13 @@ checkpoint (``vlkit.engine.checkpoint``'s layout).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -44,6 +46,14 @@ def _state(model: nn.Module, optimizers: Sequence[torch.optim.Optimizer]) -> dic
             **{f"optimizer_{i}": get_optimizer_state_dict(model, opt) for i, opt in enumerate(optimizers)}}
 
 
+@contextlib.contextmanager
+def _single_process_quiet() -> Iterator[None]:
+    """DCP warns on every call without a process group; one process is a supported case here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
 def _publish(partial: Path, path: Path) -> None:
     """Rename the finished ``partial`` folder to ``path`` (replacing an older one)."""
     old = path.parent / f".{path.name}.old"
@@ -64,7 +74,8 @@ def save_sharded(path: str | os.PathLike, model: nn.Module, optimizers: Sequence
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     distributed.barrier()
-    dcp.save(_state(model, optimizers), checkpoint_id=partial, no_dist=not dist.is_initialized())
+    with _single_process_quiet():
+        dcp.save(_state(model, optimizers), checkpoint_id=partial, no_dist=not dist.is_initialized())
     if distributed.is_main():
         atomic_torch_save(trainer_state, partial / TRAINER_STATE)
         _publish(partial, path)
@@ -95,7 +106,8 @@ def load_sharded(path: str | os.PathLike, model: nn.Module,
             "resume with the same visual_optimizer setting"
         )
     state = _state(model, optimizers)
-    dcp.load(state, checkpoint_id=Path(path), no_dist=not dist.is_initialized())
+    with _single_process_quiet():
+        dcp.load(state, checkpoint_id=Path(path), no_dist=not dist.is_initialized())
     set_model_state_dict(model, state["model"])
     for i, optimizer in enumerate(optimizers):
         set_optimizer_state_dict(model, optimizer, state[f"optimizer_{i}"])
