@@ -115,10 +115,10 @@ def grad_norm(parameters: list[torch.Tensor]) -> torch.Tensor:
     sharded = [g for g in grads if isinstance(g, DTensor)]
     whole = [g for g in grads if not isinstance(g, DTensor)]
     norm = torch.zeros((), dtype=torch.float32, device=grads[0].device if grads else "cpu")
-    if sharded:
-        norm = norm + nn.utils.get_total_norm(sharded).full_tensor().float() ** 2
+    if sharded:  # (on CPU under fsdp_cpu_offload)
+        norm = norm + nn.utils.get_total_norm(sharded).full_tensor().float().to(norm.device) ** 2
     if whole:
-        norm = norm + nn.utils.get_total_norm(whole).float() ** 2
+        norm = norm + nn.utils.get_total_norm(whole).float().to(norm.device) ** 2
     return norm.sqrt()
 
 
