@@ -67,6 +67,7 @@ def test_sharded_checkpoints_resume_at_another_world_size_and_consolidate(tmp_pa
     for key, value in reference["state_dict"].items():
         torch.testing.assert_close(merged["state_dict"][key], value, rtol=1e-5, atol=1e-6)
     assert sorted(merged["optimizer_states"][0]["state"]) == [0, 1, 2, 3]  # index-keyed, as Optimizer.state_dict
+    assert vlkit_main(["checkpoint", "consolidate", str(two_dir), str(tmp_path / "x.ckpt")]) == 2  # not one
     assert vlkit_main(["checkpoint", "consolidate", str(two_dir / "checkpoints" / "step_0000002"),
                        str(tmp_path / "two_step2.ckpt")]) == 0
     ddp = {**COMMON, "strategy": "ddp"}

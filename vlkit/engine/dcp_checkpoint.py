@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -89,7 +90,7 @@ def read_trainer_state(path: str | os.PathLike) -> dict[str, Any]:
     if not is_sharded_checkpoint(path):
         raise ValueError(
             f"{path} is not a complete sharded checkpoint (a folder with {METADATA} and {TRAINER_STATE}); "
-            "give one of the run's checkpoints/ folders, or a .ckpt file"
+            "give a folder that strategy=fsdp wrote into a run's checkpoints/ (step_NNNNNNN, last or best)"
         )
     return torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=True)
 
@@ -145,5 +146,9 @@ def command_checkpoint(argv: Sequence[str]) -> int:
     merge.add_argument("folder", help="a sharded checkpoint folder (e.g. RUN/checkpoints/step_0001000)")
     merge.add_argument("out", help="the single-file checkpoint to write (e.g. step_0001000.ckpt)")
     args = parser.parse_args(argv)
-    print(f"wrote {consolidate(args.folder, args.out)}")
+    try:
+        print(f"wrote {consolidate(args.folder, args.out)}")
+    except ValueError as err:  # not a complete sharded checkpoint: the message says what to give
+        print(f"vlkit checkpoint: {err}", file=sys.stderr)
+        return 2
     return 0
