@@ -33,6 +33,7 @@ USAGE = """usage:
                                         a model folder from a run directory or checkpoint
   vlkit predict DIR TASK ...            vqa / match / retrieve / fill-mask / nlvr2 / entailment / classify [--json]
   vlkit demo DIR [--port 7860]          a web page to try the model (binds to 127.0.0.1)
+  vlkit checkpoint consolidate DIR OUT  a sharded (strategy=fsdp) checkpoint folder as one .ckpt file
 """
 
 
@@ -142,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vlkit.cli.demo import command_demo
 
         handlers["demo"] = command_demo
+    if command == "checkpoint":  # issue 21
+        from vlkit.engine.dcp_checkpoint import command_checkpoint
+
+        handlers["checkpoint"] = command_checkpoint
     if command not in handlers:
         print(f"unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2

@@ -67,6 +67,8 @@ class Config:
     lr_mult: float = 1
     get_recall_metric: bool = False
     resume_from: Union[str, None] = None
+    """A checkpoint to resume (file, or sharded folder); ``auto``: the newest complete one of this run
+    name (every ``log_dir/NAME/version_*``), or a fresh start when there is none (issue 21)."""
     fast_dev_run: Union[bool, int] = False
     val_check_interval: Union[int, float] = 1.0
     test_only: bool = False
@@ -321,6 +323,23 @@ class Config:
     """When the loss is checked for NaN/inf: ``step`` (every step, a host-device synchronisation)
     or ``interval`` (on device, read at logging intervals and before every checkpoint); ``auto``:
     ``interval`` on CUDA, ``step`` elsewhere."""
+    # scale-out and fault tolerance (issue 21; docs/scaling.md)
+    strategy: str = "ddp"
+    """``ddp`` (replicated model) or ``fsdp`` (FSDP2: parameters, gradients and optimizer state
+    sharded per transformer block; checkpoints are sharded ``torch.distributed.checkpoint`` folders)."""
+    fsdp_cpu_offload: bool = False
+    """``strategy=fsdp``: keep the parameter shards and optimizer state in CPU memory."""
+    checkpoint_every_n_steps: int = 0
+    """Also write ``checkpoints/step_NNNNNNN`` every N optimizer steps (0: only at validation)."""
+    keep_last_k: int = 3
+    """Step checkpoints kept (the oldest are deleted); 0 keeps every one."""
+    nan_policy: str = "stop"
+    """A non-finite loss: ``stop`` the run (the batch's sample ids go to ``nan_batches.jsonl``) or
+    ``skip`` the step's update (no optimizer or scaler step) and go on."""
+    max_consecutive_nan: int = 5
+    """``nan_policy=skip``: stop after this many skipped steps in a row."""
+    nan_debug_checkpoint: bool = False
+    """``nan_policy=stop``: also write ``checkpoints/nan_debug`` (the weights that gave the non-finite loss)."""
 
     # issue 20 (fidelity with the reference implementations and official metrics)
     vqa_normalize: str = "official"

@@ -35,6 +35,25 @@ def native_rng_state(state: dict) -> dict:
     return {**state, "numpy": (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)}
 
 
+def checkpoint_metadata(
+    *,
+    schedulers: Sequence[torch.optim.lr_scheduler.LRScheduler],
+    config: dict,
+    global_step: int,
+    epoch: int,
+    resume_state: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything of a checkpoint but the weights and optimizer states (a sharded checkpoint's
+    ``trainer_state.pt``)."""
+    return {
+        "hyper_parameters": {"config": config},
+        "lr_schedulers": [scheduler.state_dict() for scheduler in schedulers],
+        "global_step": global_step,
+        "epoch": epoch,
+        "vlkit": {**resume_state, "version": vlkit.__version__},
+    }
+
+
 def build_checkpoint(
     *,
     model: nn.Module,
@@ -49,12 +68,9 @@ def build_checkpoint(
     optimizer and schedule is kept, in order (Lightning's lists)."""
     return {
         "state_dict": model.state_dict(),
-        "hyper_parameters": {"config": config},
         "optimizer_states": [optimizer.state_dict() for optimizer in optimizers],
-        "lr_schedulers": [scheduler.state_dict() for scheduler in schedulers],
-        "global_step": global_step,
-        "epoch": epoch,
-        "vlkit": {**resume_state, "version": vlkit.__version__},
+        **checkpoint_metadata(schedulers=schedulers, config=config, global_step=global_step, epoch=epoch,
+                              resume_state=resume_state),
     }
 
 

@@ -15,15 +15,22 @@ from typing import Any, Iterator
 import torch
 from omegaconf import OmegaConf
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from vlkit.data.samplers import ResumableDistributedSampler, build_train_sampler
 from vlkit.engine.checkpoint import (
-    build_checkpoint, load_checkpoint, native_rng_state, portable_rng_state, read_state_file,
+    build_checkpoint, checkpoint_metadata, load_checkpoint, native_rng_state, portable_rng_state, read_state_file,
     restore_optimizer_state,
 )
 from vlkit.engine.accounting import FlopCount, device_peak_tflops, throughput_fields
+from vlkit.engine.dcp_checkpoint import load_sharded, save_sharded
+from vlkit.engine.fsdp import apply_fsdp, check_strategy, clip_grads, gathered_model_state, grad_norm
+from vlkit.engine.nan_policy import NanGuard, finite_check_mode
+from vlkit.engine.step_checkpoints import (
+    checkpoint_path, is_checkpoint_folder, prune_step_checkpoints, resolve_resume, step_name,
+)
 from vlkit.engine.logging import (
     PLOT_FILE, IntervalMeter, MetricsLogger, create_version_dir, peak_memory_mb, plot_curves, run_name,
 )
@@ -90,10 +97,6 @@ def _is_scalar(value: Any) -> bool:
     )
 
 
-def _as_float(value: torch.Tensor | float) -> float:
-    return value.detach().item() if torch.is_tensor(value) else float(value)
-
-
 class _TrainingStep(nn.Module):
     """``task.training_step`` as a module's forward, so DDP wraps (and synchronises) the whole step
     while the task itself always receives the plain model."""
@@ -120,7 +123,7 @@ class _FirstBatches:
         return min(len(self.loader), self.limit)
 
 
-RESUMED_COUNTERS = ("batch_in_epoch", "best_metric", "best_checkpoint", "num_skipped_images")
+RESUMED_COUNTERS = ("batch_in_epoch", "best_metric", "best_checkpoint", "num_skipped_images", "num_nan_skips")
 """TrainState fields kept under the checkpoint's ``vlkit`` key (step and epoch are Lightning's)."""
 
 
@@ -134,6 +137,7 @@ class TrainState:
     best_metric: float | None = None
     best_checkpoint: str | None = None
     num_skipped_images: int = 0
+    num_nan_skips: int = 0
 
 
 class Trainer:
@@ -152,9 +156,12 @@ class Trainer:
         self.accumulation = accumulation_steps(cfg.batch_size, cfg.per_gpu_batchsize, self.dist.world_size)
         self.fast_dev_batches = fast_dev_batches(cfg.fast_dev_run)
         self._check_intervals()
+        check_strategy(cfg)
+        self.sharded_checkpoints = cfg.strategy == "fsdp"
         seed_everything(cfg.seed + self.dist.rank)
         self.run_dir = self._create_run_dir()
         self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.nan_guard = NanGuard(cfg, self.run_dir)
         self.model: nn.Module | None = None
         self.state = TrainState()
         self.last_val_metrics: dict[str, float] | None = None
@@ -246,7 +253,7 @@ class Trainer:
         return steps
 
     def _wrap_for_training(self, model: nn.Module) -> nn.Module:
-        """Activation checkpointing, then compilation, then DDP (torchtitan's order)."""
+        """Activation checkpointing, then compilation, then DDP or FSDP (torchtitan's order)."""
         self.checkpointed_blocks = apply_activation_checkpointing(model, self.cfg.grad_checkpointing)
         compile_mode = resolve_compile(self.cfg.compile, self.device)
         self.compiled_blocks = apply_compile(model, compile_mode, self.cfg.compile_backend)
@@ -256,6 +263,8 @@ class Trainer:
             step.compile(backend=self.cfg.compile_backend)
         if not self.dist.is_distributed:
             return step
+        if self.cfg.strategy == "fsdp":
+            return apply_fsdp(step, model, self.cfg, self.device)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         # buffers are synchronised once here and stay equal on every rank by construction (ALBEF's
         # ITC queue is filled from all ranks), so DDP need not broadcast them before every step
@@ -278,14 +287,15 @@ class Trainer:
         """
         cfg = self.cfg
         total_steps = self._prepare_training()
-        rng_to_restore = self._resume(cfg.resume_from) if cfg.resume_from else None
-        self.step_module = self._wrap_for_training(self.model)
+        resume_from = resolve_resume(cfg.resume_from, self.run_dir.parent) if self.dist.is_main else None
+        resume_from = distributed.broadcast_object(resume_from)  # every rank resumes the same checkpoint
+        rng_to_restore = self._resume(resume_from) if resume_from else None
         self.logger = MetricsLogger(self.run_dir, self.dist.is_main)
         self.logger.log({
             "event": "setup", "step": self.state.global_step, "epoch": self.state.epoch,
             "world_size": self.dist.world_size, "accumulation": self.accumulation,
             "global_batch": cfg.per_gpu_batchsize * self.dist.world_size * self.accumulation,
-            "total_steps": total_steps, "resumed_from": cfg.resume_from,
+            "total_steps": total_steps, "resumed_from": resume_from, "strategy": cfg.strategy,
             "compiled_modules": self.compiled_blocks, "checkpointed_blocks": self.checkpointed_blocks,
             "optimizer_kernels": [kernel_name(optimizer) for optimizer in self.optimizers],
             "finite_check": self.finite_check, "peak_tflops": self.peak_tflops,
@@ -304,12 +314,12 @@ class Trainer:
         finally:
             self.progress.close()
             self.logger.close()
-        last = self.checkpoint_dir / "last.ckpt"
+        last = checkpoint_path(self.checkpoint_dir, "last", self.sharded_checkpoints)
         summary = {
             "val": self.last_val_metrics,
             "best_metric": self.state.best_metric,
             "best_checkpoint": self.state.best_checkpoint,
-            "last_checkpoint": str(last) if last.is_file() else None,
+            "last_checkpoint": str(last) if last.exists() else None,
             "global_step": self.state.global_step,
             "num_skipped_images": self._flush_skipped(),
             "run_dir": str(self.run_dir),
@@ -333,8 +343,7 @@ class Trainer:
         if cfg.channels_last or (cfg.channels_last is None and self.device.type == "cuda"):
             apply_channels_last(self.model)
         self.peak_tflops = device_peak_tflops(self.device, cfg.peak_tflops)
-        self.finite_check = cfg.finite_check if cfg.finite_check != "auto" else (
-            "interval" if self.device.type == "cuda" else "step")
+        self.finite_check = finite_check_mode(cfg, self.device)
         self.flops = FlopCount()
         self.flops_per_sample: float | None = None
         self.performance_summary: dict[str, float] = {}
@@ -349,6 +358,7 @@ class Trainer:
         total_steps = self._total_steps(self.batches_per_epoch)
         self.max_steps = None if self.fast_dev_batches else cfg.max_steps
         self.max_epochs = 1 if self.fast_dev_batches else (cfg.max_epoch if cfg.max_steps is None else None)
+        self.step_module = self._wrap_for_training(self.model)  # FSDP replaces the parameters: first
         self.optimizers = build_optimizers(self.model, cfg)
         steps_per_epoch = math.ceil(self.batches_per_epoch / self.accumulation)
         self.schedulers = build_schedulers(self.optimizers, cfg, self._schedule_steps(total_steps), steps_per_epoch)
@@ -357,6 +367,7 @@ class Trainer:
         self.state = TrainState()
         self._last_event_step: int | None = None
         self._pending_skipped = 0
+        self._grad_norms: list[torch.Tensor] = []
         self._shown_loss: float | None = None
         self._shown_rate: float | None = None
         return total_steps
@@ -376,6 +387,9 @@ class Trainer:
         schedule i, "" keeps it fresh), then set every group's LR from its schedule."""
         for key, targets in (("load_optimizer_states", self.optimizers), ("load_scheduler_states", self.schedulers)):
             files = list(self.cfg[key] or [])
+            if key == "load_optimizer_states" and any(files) and isinstance(self.step_module, FSDPModule):
+                raise ValueError(f"load_optimizer_states={files}: whole optimizer files do not load into "
+                                 "strategy=fsdp's sharded optimizers; use strategy=ddp for this run")
             if len(files) > len(targets):
                 raise ValueError(f"{key} lists {len(files)} files but the run has {len(targets)}; give one per "
                                  f"optimizer (main first, then the visual one) or '' to skip one")
@@ -426,8 +440,8 @@ class Trainer:
             self.train_sampler.mark_consumed(samples)
             self.state.batch_in_epoch += 1
             if step_now:
-                self._optimizer_step()
-                self._after_step(micro_batches=pending)
+                if self._optimizer_step():
+                    self._after_step(micro_batches=pending)
                 pending = 0
                 if self._finished() and index < num_batches - 1:
                     return False
@@ -446,10 +460,11 @@ class Trainer:
                     f"{type(self.task).__name__}.training_step returned {sorted(outputs)} without "
                     f"'loss'; return the total loss to back-propagate under 'loss'"
                 )
-            if self.finite_check == "step":
-                self._check_finite(outputs, batch)
-            else:
+            if self.finite_check == "interval":
                 self._note_nonfinite(outputs["loss"])
+            elif not self.nan_guard.loss_is_finite(outputs["loss"]):
+                self._non_finite_loss(outputs, batch)
+                return
             loss = outputs["loss"] / self.accumulation
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         self.meter.add({k: v for k, v in outputs.items() if _is_scalar(v)}, samples, data_wait)
@@ -458,20 +473,24 @@ class Trainer:
             observe(batch, outputs)
         self._pending_skipped += int(batch.get("num_skipped_images", 0))
 
-    def _check_finite(self, outputs: dict, batch: dict) -> None:
-        """Stop every rank, before the backward pass, when any rank's loss is NaN or infinite."""
-        local_ok = torch.isfinite(outputs["loss"].detach()).all().float().reshape(1)
-        all_ok = distributed.all_reduce_min(local_ok.clone())
-        if all_ok.item() == 1:
+    def _non_finite_loss(self, outputs: dict, batch: dict) -> None:
+        """Record the batch (every rank's sample ids, in ``nan_batches.jsonl``); under
+        ``nan_policy=stop`` (optionally after writing ``checkpoints/nan_debug``) stop the run."""
+        where = {"step": self.state.global_step, "epoch": self.state.epoch, "batch": self.state.batch_in_epoch}
+        record = self.nan_guard.record(where, outputs, batch)
+        if self.nan_guard.policy == "skip":
+            self.logger.log({"event": "nan_skip", **where, "sample_ids": [r["sample_ids"] for r in record["ranks"]]})
             return
-        where = "this rank's" if local_ok.item() == 0 else "another rank's"
-        terms = ", ".join(f"{k}={_as_float(v):.6g}" for k, v in outputs.items() if _is_scalar(v))
-        indices = batch.get("raw_index")
-        samples = f"; sample indices {indices.tolist()}" if torch.is_tensor(indices) else ""
+        debug = ""
+        if self.cfg.nan_debug_checkpoint:
+            debug = f"; the weights that gave it are in {self._write_checkpoint('nan_debug', self._resume_state())}"
+        mine = record["ranks"][self.dist.rank]
+        terms = ", ".join(f"{k}={v:.6g}" for k, v in mine["terms"].items())
         raise FloatingPointError(
-            f"non-finite loss ({where}) at global step {self.state.global_step} (optimizer steps "
-            f"done), epoch {self.state.epoch}, batch {self.state.batch_in_epoch} of the epoch: "
-            f"{terms}{samples}. Nothing was saved for this step; {self._nonfinite_advice(self.state.global_step)}"
+            f"non-finite loss at global step {self.state.global_step} (optimizer steps done), epoch "
+            f"{self.state.epoch}, batch {self.state.batch_in_epoch} of the epoch: {terms}; sample indices "
+            f"{mine['sample_ids']} (every rank's in {self.nan_guard.record_file}){debug}. Nothing was saved "
+            f"for this step; {self._nonfinite_advice(self.state.global_step)} (nan_policy=skip drops such steps)"
         )
 
     def _nonfinite_advice(self, first_bad_step: int) -> str:
@@ -507,15 +526,26 @@ class Trainer:
                 f"{self._nonfinite_advice(first_possible)}"
             )
 
-    def _optimizer_step(self) -> None:
+    def _optimizer_step(self) -> bool:
         """Clip the global gradient norm (over every optimizer's parameters) and step every
-        optimizer and its schedule."""
+        optimizer and its schedule; False (and no update at all) when ``nan_policy=skip`` dropped
+        a micro-batch of this step."""
+        if self.nan_guard.step_poisoned:
+            for optimizer in self.optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            self.state.num_nan_skips += 1
+            self.nan_guard.step_done(skipped=True)
+            return False
+        self.nan_guard.step_done(skipped=False)
         clip = self.cfg.gradient_clip_val
-        if self.scaler is not None and clip > 0:
+        if self.scaler is not None:
             for optimizer in self.optimizers:
                 self.scaler.unscale_(optimizer)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = grad_norm(params)
+        self._grad_norms.append(norm)
         if clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            clip_grads(params, clip, norm)
         for optimizer in self.optimizers:
             if self.scaler is not None:
                 self.scaler.step(optimizer)
@@ -529,6 +559,7 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
         self.state.global_step += 1
         self.meter.mark_step()
+        return True
 
     def _after_step(self, micro_batches: int) -> None:
         if self.state.global_step % self.cfg.log_every_n_steps == 0:
@@ -536,6 +567,9 @@ class Trainer:
         self.progress.advance(self._shown_loss, self._shown_rate, self.performance_summary.get("mfu"))
         if self._validation_due(micro_batches):
             self._validate_and_checkpoint()
+        every = self.cfg.checkpoint_every_n_steps
+        if every > 0 and self.state.global_step % every == 0 and not self.fast_dev_batches:
+            self._save_step_checkpoint()
 
     def _flush_skipped(self) -> int:
         """Add every rank's newly skipped images to the run total (a collective)."""
@@ -553,7 +587,10 @@ class Trainer:
             "event": "train", "step": self.state.global_step, "epoch": self.state.epoch,
             "lr": self._step_lrs[0], **{f"lr_{i}": lr for i, lr in enumerate(self._step_lrs[1:], 1)},
             **summary, **performance, "num_skipped_images": self._flush_skipped(),
+            "train/grad_norm": torch.stack(self._grad_norms).mean().item() if self._grad_norms else None,
+            "num_nan_skips": self.state.num_nan_skips,
         })
+        self._grad_norms = []
         self.performance_summary = {**summary, **performance}
         self._shown_loss, self._shown_rate = summary.get("train/loss"), summary["samples_per_s"]
 
@@ -584,10 +621,10 @@ class Trainer:
         if not self.fast_dev_batches:
             self._save_checkpoints(metrics)
         if metrics is not None and self.dist.is_main:
-            last = self.checkpoint_dir / "last.ckpt"
+            last = checkpoint_path(self.checkpoint_dir, "last", self.sharded_checkpoints)
             self._write_record(
                 self.run_dir / "evaluations" / f"val_step{self.state.global_step:07d}.json", "val", metrics,
-                checkpoint=str(last) if last.is_file() else "",
+                checkpoint=str(last) if last.exists() else "",
             )
         self._last_event_step = self.state.global_step
         self.meter.exclude(time.perf_counter() - started)
@@ -595,7 +632,7 @@ class Trainer:
     def _evaluate(self, loader: Any, split: str) -> dict[str, float]:
         self.model.eval()
         try:
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), self._autocast(), distributed.gathered_params(getattr(self, "step_module", None)):
                 if split == "test":
                     metrics = self.task.test(self.model, loader, str(self.run_dir))
                 else:
@@ -619,51 +656,89 @@ class Trainer:
         return metrics
 
     def _save_checkpoints(self, metrics: dict[str, float] | None) -> None:
-        """``last.ckpt`` always, ``best.ckpt`` when ``the_metric`` improved; written by rank 0."""
+        """``last`` always, ``best`` when ``the_metric`` improved (``.ckpt`` files written by rank 0,
+        or sharded folders written by every rank under ``strategy=fsdp``)."""
         best = self.state.best_metric
         is_best = metrics is not None and (best is None or metrics["the_metric"] > best)
         if is_best:
             self.state.best_metric = metrics["the_metric"]
-            self.state.best_checkpoint = str(self.checkpoint_dir / "best.ckpt")
+            self.state.best_checkpoint = str(checkpoint_path(self.checkpoint_dir, "best", self.sharded_checkpoints))
+        resume_state = self._resume_state()
+        self._write_checkpoint("last", resume_state)
+        if is_best:
+            self._write_checkpoint("best", resume_state)
+        checkpoint = self._checkpoint_for_task(resume_state)
+        if self.dist.is_main:
+            within_epoch = 0 < self.state.batch_in_epoch < self.batches_per_epoch
+            self.task.on_checkpoint(checkpoint, is_best, end_of_epoch=not within_epoch)
+
+    def _save_step_checkpoint(self) -> None:
+        """``checkpoints/step_NNNNNNN`` (``checkpoint_every_n_steps``), keeping the last ``keep_last_k``."""
+        started = time.perf_counter()
+        self._write_checkpoint(step_name(self.state.global_step), self._resume_state())
+        if self.dist.is_main:
+            prune_step_checkpoints(self.checkpoint_dir, self.cfg.keep_last_k)
+        self.meter.exclude(time.perf_counter() - started)
+
+    def _resume_state(self) -> dict[str, Any]:
+        """Counters, every rank's RNG and sampler state, scaler (collectives: every rank calls it)."""
         self._raise_if_nonfinite_seen()
         self._flush_skipped()
         rng_states = distributed.all_gather_object(portable_rng_state(rng_state()))
         sampler_state = self.train_sampler.state_dict()  # a collective for per-rank sampler state
-        if not self.dist.is_main:
-            return
-        checkpoint = build_checkpoint(
+        return {
+            **{name: getattr(self.state, name) for name in RESUMED_COUNTERS},
+            "rng_states": rng_states,
+            "sampler": sampler_state,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "world_size": self.dist.world_size,
+            "model_flops_per_sample": self.flops_per_sample,
+        }
+
+    def _metadata(self, resume_state: dict[str, Any]) -> dict[str, Any]:
+        return checkpoint_metadata(
+            schedulers=self.schedulers, config=OmegaConf.to_container(self.cfg, resolve=True),
+            global_step=self.state.global_step, epoch=self.state.epoch, resume_state=resume_state,
+        )
+
+    def _full_checkpoint(self, resume_state: dict[str, Any]) -> dict[str, Any]:
+        return build_checkpoint(
             model=self.model, optimizers=self.optimizers, schedulers=self.schedulers,
             config=OmegaConf.to_container(self.cfg, resolve=True),
-            global_step=self.state.global_step, epoch=self.state.epoch,
-            resume_state={
-                **{name: getattr(self.state, name) for name in RESUMED_COUNTERS},
-                "rng_states": rng_states,
-                "sampler": sampler_state,
-                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                "world_size": self.dist.world_size,
-                "model_flops_per_sample": self.flops_per_sample,
-            },
+            global_step=self.state.global_step, epoch=self.state.epoch, resume_state=resume_state,
         )
-        atomic_torch_save(checkpoint, self.checkpoint_dir / "last.ckpt")
-        if is_best:
-            atomic_torch_save(checkpoint, self.checkpoint_dir / "best.ckpt")
-        within_epoch = 0 < self.state.batch_in_epoch < self.batches_per_epoch
-        self.task.on_checkpoint(checkpoint, is_best, end_of_epoch=not within_epoch)
+
+    def _write_checkpoint(self, name: str, resume_state: dict[str, Any]) -> Path:
+        """Write checkpoint ``name`` into ``checkpoints/`` atomically; returns its path."""
+        path = checkpoint_path(self.checkpoint_dir, name, self.sharded_checkpoints)
+        if self.sharded_checkpoints:
+            trainer_state = {**self._metadata(resume_state), "num_optimizers": len(self.optimizers)}
+            return save_sharded(path, self.model, self.optimizers, trainer_state)
+        if self.dist.is_main:
+            atomic_torch_save(self._full_checkpoint(resume_state), path)
+        return path
+
+    def _checkpoint_for_task(self, resume_state: dict[str, Any]) -> dict[str, Any]:
+        """The single-file checkpoint dict for ``task.on_checkpoint`` (a collective). Under FSDP it
+        holds the gathered weights and no optimizer state, and is built only for a task that
+        overrides the hook."""
+        if not self.sharded_checkpoints:
+            return self._full_checkpoint(resume_state)
+        if type(self.task).on_checkpoint is Task.on_checkpoint:
+            return {}
+        return {"state_dict": gathered_model_state(self.model), **self._metadata(resume_state)}
 
     def _resume(self, path: str) -> dict | None:
         """Restore everything from ``path``; returns this rank's RNG state, to set just before the
         loop (or None when the checkpoint came from another world size)."""
-        checkpoint = load_checkpoint(path)
-        saved = checkpoint["vlkit"]
-        self.model.load_state_dict(checkpoint["state_dict"])
-        saved_optimizers, saved_schedulers = checkpoint["optimizer_states"], checkpoint["lr_schedulers"]
-        if len(saved_optimizers) != len(self.optimizers) or len(saved_schedulers) != len(self.schedulers):
-            raise ValueError(
-                f"{path} holds {len(saved_optimizers)} optimizer(s) but this run builds {len(self.optimizers)}; "
-                "resume with the same visual_optimizer setting"
-            )
-        for optimizer, state in zip(self.optimizers, saved_optimizers):
-            optimizer.load_state_dict(state)
+        if is_checkpoint_folder(path):  # sharded (strategy=fsdp): loads at any world size, either strategy
+            checkpoint = load_sharded(path, self.model, self.optimizers)
+        elif self.cfg.strategy == "fsdp" and self.dist.is_distributed:
+            raise ValueError(f"strategy=fsdp resumes from a sharded checkpoint folder, not the file {path}; "
+                             f"resume it with strategy=ddp, or start from its weights with load_path={path}")
+        else:
+            checkpoint = self._load_checkpoint_file(path)
+        saved, saved_schedulers = checkpoint["vlkit"], checkpoint["lr_schedulers"]
         for scheduler, state in zip(self.schedulers, saved_schedulers):
             scheduler.load_state_dict(state)
         if self.scaler is not None and saved["scaler"] is not None:
@@ -671,7 +746,7 @@ class Trainer:
         self.train_sampler.load_state_dict(saved["sampler"])
         self.state = TrainState(
             global_step=checkpoint["global_step"], epoch=checkpoint["epoch"],
-            **{name: saved[name] for name in RESUMED_COUNTERS},
+            **{name: saved.get(name, getattr(TrainState, name)) for name in RESUMED_COUNTERS},
         )
         self._last_event_step = self.state.global_step
         if saved.get("model_flops_per_sample"):  # counted once per run: no eager counting step on resume
@@ -685,6 +760,20 @@ class Trainer:
             seed_everything(self.cfg.seed + self.dist.rank + self.state.global_step)
             return None
         return native_rng_state(saved["rng_states"][self.dist.rank])
+
+    def _load_checkpoint_file(self, path: str) -> dict[str, Any]:
+        """Weights and optimizer states from a single-file checkpoint; returns the checkpoint."""
+        checkpoint = load_checkpoint(path)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        saved_optimizers, saved_schedulers = checkpoint["optimizer_states"], checkpoint["lr_schedulers"]
+        if len(saved_optimizers) != len(self.optimizers) or len(saved_schedulers) != len(self.schedulers):
+            raise ValueError(
+                f"{path} holds {len(saved_optimizers)} optimizer(s) but this run builds {len(self.optimizers)}; "
+                "resume with the same visual_optimizer setting"
+            )
+        for optimizer, state in zip(self.optimizers, saved_optimizers):
+            optimizer.load_state_dict(state)
+        return checkpoint
 
     # ----- test -------------------------------------------------------------------------------
 

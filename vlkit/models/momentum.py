@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from vlkit.models.heads import HEADS
 from vlkit.models.token_reduction import switch_off_token_pruning
@@ -90,9 +91,15 @@ def attach_momentum(model: nn.Module, cfg: Any) -> None:
         model.itc_queue = FeatureQueue(cfg.itc_queue_size, cfg.itc_embed_dim)
 
 
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a ``strategy=fsdp`` parameter (a DTensor), any other tensor as it is:
+    sharded teacher blocks pair with the same shard of the online blocks (vlkit.engine.fsdp)."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
 def _online_pairs(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
     online = dict(model.named_parameters())
-    return [(teacher, online[name]) for name, teacher in model.momentum_model.named_parameters()]
+    return [(_local(teacher), _local(online[name])) for name, teacher in model.momentum_model.named_parameters()]
 
 
 @torch.no_grad()

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlkit.utils import distributed
+
 SCORERS = ("lookahead", "cls_attention")
 PHASES = ("pretrain", "finetune", "eval")
 MERGE_EPS = 1e-6
@@ -239,6 +241,12 @@ def cls_attention_row(block: nn.Module, x: torch.Tensor, query_pos: int,
     """Head-averaged attention (B, T) of one query over the block's input ``x`` (B, T, D): the
     softmax of q·k / sqrt(d) that ``block`` computes for position ``query_pos``, or for
     ``query_state`` (B, D) in its place. Computes one query row and the keys, not the full map."""
+    with distributed.gathered_params(block):  # strategy=fsdp: the block's weights are read directly
+        return _cls_attention_row(block, x, query_pos, key_padding_mask, query_state)
+
+
+def _cls_attention_row(block: nn.Module, x: torch.Tensor, query_pos: int,
+                       key_padding_mask: torch.Tensor | None, query_state: torch.Tensor | None) -> torch.Tensor:
     view = block_view(block)
     batch, length, _ = x.shape
     width = view.qkv_weight.shape[0] // 3

@@ -32,10 +32,15 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
         raise
+    fsync_dir(path.parent)
+    return path
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Flush ``folder``'s entries (a rename into it) to disk, where the platform allows."""
     with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+        dir_fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    return path

@@ -7,16 +7,19 @@ a no-op (or the identity) in a single process, so callers never branch on whethe
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.distributed.fsdp import FSDPModule
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 """How long a collective may wait for the other ranks before the run fails."""
@@ -182,6 +185,20 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+@contextlib.contextmanager
+def gathered_params(module: nn.Module | None) -> Iterator[None]:
+    """Keep an FSDP unit's parameters whole (``strategy=fsdp`` shards them outside the unit's own
+    forward) while code reads them directly; a no-op for any other module."""
+    if not isinstance(module, FSDPModule):
+        yield
+        return
+    module.unshard()
+    try:
+        yield
+    finally:
+        module.reshard()
 
 
 def launched_by_launcher() -> bool:

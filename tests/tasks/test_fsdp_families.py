@@ -1,0 +1,55 @@
+"""``strategy=fsdp`` trains every family exactly as ``strategy=ddp``: two gloo processes, three
+optimizer steps each, one torchrun launch for all eight runs (tiny models, no dropout)."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.tasks._runs import train_losses
+from vlkit.engine.logging import read_metrics
+from vlkit.utils.distributed import launch_local
+
+REPO = Path(__file__).resolve().parents[2]
+ENGINE_TESTS = REPO / "tests" / "engine"
+COMMON = ["drop_rate=0.0", "per_gpu_batchsize=4", "batch_size=8", "fast_dev_run=3", "log_every_n_steps=1",
+          "progress_bar=False", "learning_rate=1e-3", "warmup_steps=0", "device=cpu", "precision=32",
+          "num_workers=0"]
+
+
+def family_words(synthetic) -> dict[str, list[str]]:
+    data = [f"data_root={synthetic['out_dir']}", f"tokenizer={synthetic['tokenizer']}",
+            f"vocab_size={synthetic['vocab_size']}"]
+    return {
+        "single_stream": ["task_mlm_itm_mae", "tiny", *data, "datasets=[coco]"],
+        "co_attention": ["task_mlm_itm_clip_bert", "meter_tiny", *data, "max_text_len=16",
+                         "datasets=[coco]"],
+        "cross_attention": ["albef_pretrain", "tiny", *data, "model=cross_attention", "fusion_layer=1",
+                            "max_position_embeddings=0", "itc_queue_size=16", "datasets=[coco]"],
+        "clipvil": ["clipvil_pretrain", "clipvil_tiny", f"data_root={synthetic['clipvil']['root']}",
+                    f"tokenizer={synthetic['tokenizer']}", f"vocab_size={synthetic['vocab_size']}",
+                    "train_file=[lxmert/mscoco_nominival.json]", "val_file=[lxmert/mscoco_minival.json]",
+                    "visual_optimizer=sgd", "aspect_ratio_group_factor=-1"],
+    }
+
+
+def test_fsdp_gives_the_ddp_losses_for_every_family(synthetic, tmp_path, monkeypatch):
+    runs = []
+    for family, words in family_words(synthetic).items():
+        for strategy in ("ddp", "fsdp"):
+            runs.append({"words": [*words, *COMMON, f"strategy={strategy}", f"log_dir={tmp_path}",
+                                   f"run_name={family}_{strategy}"]})
+    (tmp_path / "runs.json").write_text(json.dumps(runs))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), str(ENGINE_TESTS)]))
+    assert launch_local(2, [str(ENGINE_TESTS / "runs_worker.py"), str(tmp_path / "runs.json")]) == 0
+    for family in family_words(synthetic):
+        ddp, fsdp = (train_losses(tmp_path / f"{family}_{s}" / "version_0") for s in ("ddp", "fsdp"))
+        assert sorted(ddp) == [1, 2, 3], family
+        assert fsdp == pytest.approx(ddp, rel=1e-5, abs=1e-6), family
+        assert len(set(ddp.values())) > 1, family  # the weights moved between steps
+        records = {s: read_metrics(tmp_path / f"{family}_{s}" / "version_0" / "metrics.jsonl") for s in ("ddp", "fsdp")}
+        setup = records["fsdp"][0]
+        assert (setup["strategy"], setup["world_size"]) == ("fsdp", 2)
+        norms = {s: [r["train/grad_norm"] for r in records[s] if r["event"] == "train"] for s in records}
+        assert norms["fsdp"] == pytest.approx(norms["ddp"], rel=1e-4), family
+        assert all(n > 0 for n in norms["ddp"])
