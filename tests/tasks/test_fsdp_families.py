@@ -39,6 +39,10 @@ def test_fsdp_gives_the_ddp_losses_for_every_family(synthetic, tmp_path, monkeyp
         for strategy in ("ddp", "fsdp"):
             runs.append({"words": [*words, *COMMON, f"strategy={strategy}", f"log_dir={tmp_path}",
                                    f"run_name={family}_{strategy}"]})
+    # FSDP composed with activation checkpointing and compiled blocks (graph capture through aot_eager)
+    runs.append({"words": [*family_words(synthetic)["single_stream"], *COMMON, "strategy=fsdp", "compile=True",
+                           "compile_backend=aot_eager", "grad_checkpointing=True", f"log_dir={tmp_path}",
+                           "run_name=single_stream_fsdp_compiled"]})
     (tmp_path / "runs.json").write_text(json.dumps(runs))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), str(ENGINE_TESTS)]))
     assert launch_local(2, [str(ENGINE_TESTS / "runs_worker.py"), str(tmp_path / "runs.json")]) == 0
@@ -53,3 +57,5 @@ def test_fsdp_gives_the_ddp_losses_for_every_family(synthetic, tmp_path, monkeyp
         norms = {s: [r["train/grad_norm"] for r in records[s] if r["event"] == "train"] for s in records}
         assert norms["fsdp"] == pytest.approx(norms["ddp"], rel=1e-4), family
         assert all(n > 0 for n in norms["ddp"])
+    compiled = train_losses(tmp_path / "single_stream_fsdp_compiled" / "version_0")
+    assert compiled == pytest.approx(train_losses(tmp_path / "single_stream_ddp" / "version_0"), rel=1e-5, abs=1e-6)
