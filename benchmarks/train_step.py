@@ -14,7 +14,9 @@ Modes: ``fp32`` (eager), ``bf16`` (eager, autocast), ``bf16_compile`` (each bloc
 ``fp32_ac``, ``bf16_ac`` and ``fp32_compile``. Batches are real ones:
 the task's dataset, transforms and collator over a small synthetic set (images resized to the
 family's size), repeated to the batch size; weights are random (FLOPs and speed do not depend on
-them). Every setting runs in its own process, so the peak memory is its own.
+them). Every setting runs in its own process, so the peak memory is its own. "step MiB" is the
+peak minus the memory held between steps (weights, optimizer state): what a step's activations
+and gradients add, the part activation checkpointing reduces.
 
     python benchmarks/train_step.py --sizes tiny                      # CPU, a few minutes
     python benchmarks/train_step.py --sizes base --families vlc --modes fp32,bf16_compile
@@ -168,9 +170,10 @@ def measure(family: str, size: str, mode: str, device_name: str, batch_size: int
     flops = FlopCount()
     with flops.counting(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         task.training_step(model, batch)  # the forward, counted eagerly (its graph is dropped)
-    for _ in range(warmup):
+    for _ in range(max(warmup, 1)):  # at least one, so that the optimizer state exists
         train_step(task, model, optimizers, batch, dtype)
     synchronize(device)
+    steady_mb = current_memory_mb(device)  # weights and optimizer state, between steps
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
@@ -184,7 +187,7 @@ def measure(family: str, size: str, mode: str, device_name: str, batch_size: int
         "family": family, "size": size, "mode": mode, "device": device_name, "batch": batch_size,
         "steps": steps, "samples_per_s": samples_per_s, "step_ms": 1000 * elapsed / steps,
         **throughput_fields(per_sample, samples_per_s, device_peak_tflops(device, None)),
-        "peak_memory_mb": peak_memory_mb(device),
+        "peak_memory_mb": peak_memory_mb(device), "step_memory_mb": peak_memory_mb(device) - steady_mb,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
     }
 
@@ -223,6 +226,14 @@ def largest_batch(family: str, size: str, mode: str, device_name: str, start: in
             "exact": bad is not None and bad - good <= max(1, good // 16)}
 
 
+def current_memory_mb(device: torch.device) -> float:
+    """Memory in use now: CUDA allocated, or the process's resident set on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -252,7 +263,7 @@ def row(r: dict) -> str:
     mfu = f"{100 * r['mfu']:.1f}%" if "mfu" in r else "n/a"
     return (f"| {r['family']} | {r['size']} | {r['mode']} | {r['batch']} | {r['samples_per_s']:.2f} | "
             f"{r['step_ms']:.0f} | {r.get('model_flops_per_sample', 0) / 1e9:.1f} | {r.get('tflops', 0):.3f} | "
-            f"{mfu} | {r['peak_memory_mb']:.0f} |")
+            f"{mfu} | {r['peak_memory_mb']:.0f} | {r['step_memory_mb']:.0f} |")
 
 
 def main() -> int:
@@ -284,8 +295,9 @@ def main() -> int:
         return 0
     results, searches = [], []
     print(f"# {time.strftime('%Y-%m-%d')}, {machine()}")
-    print("| family | size | mode | batch | samples/s | ms/step | GFLOP/sample | TFLOP/s | MFU | peak MiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("| family | size | mode | batch | samples/s | ms/step | GFLOP/sample | TFLOP/s | MFU | peak MiB | "
+          "step MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for size in args.sizes.split(","):
         for family in args.families.split(","):
             for mode in args.modes.split(","):

@@ -9,7 +9,7 @@ from PIL import Image
 from conftest import EPOCHS, NUM_CLASSES, VAL_IMAGES, parse, tiny_args
 from vlkit.cli import main as vlkit_main
 from vlkit.engine.logging import read_metrics
-from vlkit.imagenet import main as main_module
+from vlkit.cli import imagenet as main_module
 from vlkit.cli.imagenet import main
 from vlkit.imagenet.train import train_one_epoch
 
