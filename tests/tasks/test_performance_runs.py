@@ -1,11 +1,12 @@
 """Training runs with the performance options on: the accounting fields a run logs, and exact
 resume with compilation and activation checkpointing."""
+import functools
 import json
 import math
 
 import pytest
 
-from tests.tasks._runs import crash_at_training_step, train_losses
+from tests.tasks._runs import crash_and_resume, train_losses
 from tests.tasks.test_pretrain_runs import run
 from vlkit.engine.logging import read_metrics
 from vlkit.tasks.pretrain import PretrainTask
@@ -55,14 +56,8 @@ def test_no_mfu_without_a_known_peak_and_interval_finite_checks(data_words, tmp_
 def test_resume_is_exact_with_compile_and_checkpointing(data_words, tmp_path, monkeypatch):
     common = ["datasets=[coco]", "val_check_interval=2", "run_name=r", "max_steps=4", "compile=True",
               "compile_backend=aot_eager", "grad_checkpointing=True"]
-    whole = run(data_words, tmp_path / "whole", *common)
-    original_step = crash_at_training_step(monkeypatch, PretrainTask, 4)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run(data_words, tmp_path / "crashed", *common)
-    monkeypatch.setattr(PretrainTask, "training_step", original_step)
-    crashed = next((tmp_path / "crashed").glob("*/version_0"))
-    resumed = run(data_words, tmp_path / "resumed", *common,
-                  f"resume_from={crashed / 'checkpoints' / 'last.ckpt'}")
+    whole, _, resumed = crash_and_resume(functools.partial(run, data_words), tmp_path, monkeypatch,
+                                         PretrainTask, 4, *common)
     expected = train_losses(whole)
     assert sorted(expected) == [1, 2, 3, 4]
     resumed_losses = train_losses(resumed)

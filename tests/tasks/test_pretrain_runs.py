@@ -1,4 +1,5 @@
 """Whole pre-training runs through the command line, on the synthetic set."""
+import functools
 import json
 import os
 import subprocess
@@ -8,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from tests.tasks._runs import crash_at_training_step, train_losses
+from tests.tasks._runs import crash_and_resume, train_losses
 from vlkit.cli import main
 from vlkit.engine.logging import read_metrics
 from vlkit.tasks.pretrain import PretrainTask
@@ -27,16 +28,8 @@ def run(data_words, log_dir, *words):
 
 def test_resumed_run_continues_the_loss_sequence_exactly(data_words, tmp_path, monkeypatch):
     common = ["datasets=[coco]", "val_check_interval=3", "run_name=r", "max_steps=6"]
-    whole = run(data_words, tmp_path / "whole", *common)
-
-    original_step = crash_at_training_step(monkeypatch, PretrainTask, 5)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run(data_words, tmp_path / "crashed", *common)
-    monkeypatch.setattr(PretrainTask, "training_step", original_step)
-    crashed = next((tmp_path / "crashed").glob("*/version_0"))
-    resumed = run(data_words, tmp_path / "resumed", *common,
-                  f"resume_from={crashed / 'checkpoints' / 'last.ckpt'}")
-
+    whole, crashed, resumed = crash_and_resume(functools.partial(run, data_words), tmp_path, monkeypatch,
+                                               PretrainTask, 5, *common)
     expected = train_losses(whole)
     assert sorted(expected) == [1, 2, 3, 4, 5, 6]
     assert train_losses(crashed) == {step: expected[step] for step in (1, 2, 3, 4)}
