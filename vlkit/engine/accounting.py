@@ -57,11 +57,25 @@ def device_peak_tflops(device: torch.device, override: float | None = None) -> f
     return next((peak for key, peak in PEAK_BF16_TFLOPS if key in name), None)
 
 
+class _TotalsOnly:
+    """Stands in for FlopCounterMode's module tracker: totals only, no per-module attribution (the
+    tracker's gradient hooks on module inputs fail on some inputs, e.g. ALBEF's paired images)."""
+
+    parents = ("Global",)
+
+    def __enter__(self) -> "_TotalsOnly":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
 class _ForwardFlops(FlopCounterMode):
     """Counts forward FLOPs, keeping the part run without gradients apart."""
 
     def __init__(self) -> None:
         super().__init__(display=False, custom_mapping=CPU_ATTENTION_FLOPS)
+        self.mod_tracker = _TotalsOnly()
         self.without_grad = 0
 
     def _count_flops(self, func_packet, out, args, kwargs):
