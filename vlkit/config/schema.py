@@ -293,6 +293,10 @@ class Config:
     checkpoint) of that Swin; METER downloads it, vlkit reads it from here."""
     text_layers: int = 12
     """``backbone_init=random``: layers of the text tower."""
+    # issue 22: grounding (image-ablation baseline)
+    eval_image_ablation: bool = False
+    """Evaluate every validation a second time with blank images (the normalisation mean) and report
+    ``{metric}_blank`` and ``image_gain`` (= metric - metric_blank) beside ``chance``."""
 
 
 def defaults() -> dict[str, Any]:
