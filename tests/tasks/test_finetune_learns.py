@@ -3,7 +3,9 @@ beats chance. (Whether pre-training helps is the quickstart's table.)
 
 NLVR2 compares two images, which a tiny model from scratch does not learn to generalise within a
 test's budget (dev accuracy stays near chance for 400 steps; pre-trained it passes chance, see the
-quickstart), so for it the check is on the training accuracy: the model fits the task.
+quickstart), so for it the check is on the training accuracy: the model fits the task. The same
+holds for SNLI-VE, whose hypotheses need the image since issue 22 (before, "neutral" ones were
+recognisable from their words and a text-only model reached about 0.66).
 """
 from pathlib import Path
 
@@ -17,7 +19,7 @@ TASKS = {
     # preset: (steps, extra words, metric, chance key or a fixed chance)
     "task_finetune_vqa_mae_randaug": (300, [], "score", "chance"),
     "task_finetune_nlvr2_mae_randaug": (300, [], "train/nlvr2_accuracy", 0.5),
-    "task_finetune_snli_mae_randaug": (200, [], "dev_accuracy", "dev_chance"),
+    "task_finetune_snli_mae_randaug": (200, [], "train/snli_accuracy", 1 / 3),
     "task_finetune_irtr_f30k_mae_randaug": (200, ["draw_false_text=3", "loss_names.itc=1"], "ir_r10", 10 / 90),
 }
 
@@ -51,4 +53,5 @@ def test_task_learns_from_scratch(preset, scenes, tmp_path):
         value = sum(r[metric] for r in records(run_dir, "train")[-5:]) / 5
     else:
         value = val[f"val/{metric}"]
+    print(preset, metric, value, level, {k: v for k, v in val.items() if k.startswith("val/")})
     assert value > level + 0.05, (metric, value, level)
