@@ -42,6 +42,8 @@ RANK_KEYS = ("rank_output.weight", "rank_output.bias")
 class RecallEvaluation(ArrowTask):
     """Recall@1/5/10 both ways on one caption dataset's split; subclasses give ``match_score``."""
 
+    ablation_metrics = ("r_mean", "ir_r1", "tr_r1")
+
     def __init__(self, cfg: Any):
         super().__init__(cfg)
         if len(cfg.datasets) != 1:
@@ -75,8 +77,6 @@ class RecallEvaluation(ArrowTask):
                                  max_length=self.cfg.max_text_len, return_tensors="pt")
         texts = RetrievalTexts(encoded["input_ids"], encoded["attention_mask"], torch.as_tensor(dataset.text_rows))
         return loader, texts
-
-    ablation_metrics = ("r_mean", "ir_r1", "tr_r1")
 
     def evaluate(self, model: nn.Module, loader, split: str = "val") -> dict[str, float]:
         """Recall on ``split`` (the trainer's ``loader`` of caption samples is not needed)."""
