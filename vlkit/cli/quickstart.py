@@ -1,6 +1,7 @@
-"""``vlkit quickstart``: synthetic data, a short ``tiny`` VLC pre-training on CPU, then VQAv2, NLVR2,
+"""``vlkit quickstart``: synthetic data, then VLC's whole recipe at ``tiny`` size on CPU: a short MAE
+image pre-training of the vision tower, vision-language pre-training from it, then VQAv2, NLVR2,
 retrieval and SNLI-VE fine-tuned from that checkpoint and from scratch, with one table (and a
-plot) of what pre-training bought against chance."""
+plot) of what pre-training bought, against the same model shown blank images and against chance."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +18,7 @@ from vlkit.config import resolve_config
 from vlkit.data.synthetic import FORMAT_VERSION
 
 PRETRAIN_PRESETS = ("task_mlm_itm_mae", "tiny")
+MAE_CHECKPOINT = "mae_pretrain.pth"
 PLOT_FILE = "quickstart.png"
 RESULTS_FILE = "quickstart.json"
 
@@ -45,8 +47,23 @@ FINETUNES = (
 )
 
 
-def pretrain_arguments(out: Path, info: dict[str, Any], steps: int) -> list[str]:
-    """The ``with`` words of the quickstart pre-training run."""
+def mae_arguments(out: Path, info: dict[str, Any], steps: int) -> list[str]:
+    """The ``with`` words of the quickstart's MAE image pre-training (on the caption datasets' images)."""
+    return [
+        "task_mae_pretrain", "tiny",
+        *data_arguments(str(out / "data"), info).split(),
+        f"log_dir={out / 'runs'}",
+        "run_name=mae_pretrain",
+        f"max_steps={steps}",
+        f"val_check_interval={steps}",
+        "warmup_steps=0.05",
+        "learning_rate=1e-3",
+        f"mae_checkpoint={out / MAE_CHECKPOINT}",
+    ]
+
+
+def pretrain_arguments(out: Path, info: dict[str, Any], steps: int, mae_checkpoint: str = "") -> list[str]:
+    """The ``with`` words of the quickstart pre-training run (from ``mae_checkpoint`` when given)."""
     return [
         *PRETRAIN_PRESETS,
         *data_arguments(str(out / "data"), info).split(),
@@ -58,6 +75,8 @@ def pretrain_arguments(out: Path, info: dict[str, Any], steps: int) -> list[str]
         "learning_rate=1e-3",
         "itm_patch_drop=False",
         "loss_names.itc=1",
+        "eval_image_ablation=True",
+        f"pretrain_path={mae_checkpoint}",
     ]
 
 
@@ -77,6 +96,7 @@ def finetune_arguments(out: Path, info: dict[str, Any], task: Finetune, scale: f
         "warmup_steps=0.1",
         "learning_rate=5e-4",
         "train_transform_keys=[mae_test]",
+        "eval_image_ablation=True",
         *task.overrides,
     ]
 
@@ -112,14 +132,17 @@ def chance_level(task: Finetune, metrics: dict[str, float]) -> float:
 
 
 def pretrain_table(metrics: dict[str, float]) -> str:
-    """Validation accuracy of each pre-training head next to its chance level."""
-    rows = [("pre-training (validation)", "value", "chance")]
+    """Validation accuracy of each pre-training head next to the same model given blank images
+    and to its chance level."""
+    rows = [("pre-training (validation)", "value", "blank images", "chance")]
     for term, label in (("mlm", "MLM accuracy (masked tokens)"), ("itm", "ITM accuracy"),
                         ("itc", "ITC accuracy (image to text, in batch)")):
         if f"{term}_accuracy" in metrics:
-            rows.append((label, f"{metrics[f'{term}_accuracy']:.3f}", f"{metrics[f'{term}_chance']:.3f}"))
+            blank = metrics.get(f"{term}_accuracy_blank")
+            rows.append((label, f"{metrics[f'{term}_accuracy']:.3f}", "-" if blank is None else f"{blank:.3f}",
+                         f"{metrics[f'{term}_chance']:.3f}"))
     if "mae_loss" in metrics:
-        rows.append(("MAE loss (normalised pixels)", f"{metrics['mae_loss']:.3f}", "~1.0"))
+        rows.append(("MAE loss (normalised pixels)", f"{metrics['mae_loss']:.3f}", "-", "~1.0"))
     return format_table(rows)
 
 
@@ -129,21 +152,23 @@ def format_table(rows: list[tuple[str, ...]]) -> str:
 
 
 def plot_results(results: list[dict[str, Any]], path: Path) -> None:
-    """Grouped bars: from scratch, pre-trained and chance for every task."""
+    """Grouped bars: from scratch, pre-trained, pre-trained with blank images and chance for every task."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    width = 0.27
-    for offset, (key, label) in enumerate((("scratch", "from scratch"), ("pretrained", "pre-trained"), ("chance", "chance"))):
-        xs = [i + (offset - 1) * width for i in range(len(results))]
+    width = 0.2
+    bars = (("scratch", "from scratch"), ("pretrained", "pre-trained"), ("blank", "pre-trained, blank images"),
+            ("chance", "chance"))
+    for offset, (key, label) in enumerate(bars):
+        xs = [i + (offset - 1.5) * width for i in range(len(results))]
         ax.bar(xs, [row[key] for row in results], width, label=label)
     ax.set_xticks(range(len(results)), [f"{row['task']}\n{row['metric']}" for row in results], fontsize=8)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
-    ax.set_title("tiny VLC on the synthetic set: fine-tuned from scratch vs from pre-training", fontsize=9)
+    ax.set_title("tiny VLC on the synthetic set: from scratch, pre-trained, blank images, chance", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -155,6 +180,8 @@ def command_quickstart(argv: Sequence[str]) -> int:
     parser.add_argument("--out", default="runs/quickstart", help="folder for data and runs")
     parser.add_argument("--images", type=int, default=600, help="synthetic scenes (default 600)")
     parser.add_argument("--steps", type=int, default=600, help="pre-training steps (default 600)")
+    parser.add_argument("--mae-steps", type=int, default=300,
+                        help="MAE image pre-training steps before it (default 300; 0: from a random ViT)")
     parser.add_argument("--finetune-scale", type=float, default=1.0,
                         help="multiplies each task's fine-tuning steps (100 VQA/NLVR2, 200 retrieval, 300 SNLI-VE)")
     parser.add_argument("--seed", type=int, default=0)
@@ -163,7 +190,12 @@ def command_quickstart(argv: Sequence[str]) -> int:
     started = time.perf_counter()
     info = load_or_synthesize(out / "data", args.images, args.seed)
     seed = f"seed={args.seed}"
-    pretrained = train_or_test(resolve_config([*pretrain_arguments(out, info, args.steps), seed]))
+    mae_checkpoint = ""
+    if args.mae_steps > 0:
+        mae = train_or_test(resolve_config([*mae_arguments(out, info, args.mae_steps), seed]))
+        print(f"\nMAE image pre-training: validation loss {mae['val']['mae_loss']:.3f} (normalised pixels)")
+        mae_checkpoint = str(out / MAE_CHECKPOINT)
+    pretrained = train_or_test(resolve_config([*pretrain_arguments(out, info, args.steps, mae_checkpoint), seed]))
     print("\n" + pretrain_table(pretrained["val"] or {}))
     checkpoint = pretrained["last_checkpoint"]
 
@@ -174,14 +206,17 @@ def command_quickstart(argv: Sequence[str]) -> int:
             words = [*finetune_arguments(out, info, task, args.finetune_scale, load_path), seed]
             metrics = train_or_test(resolve_config(words))["val"]
             row[origin] = metrics[task.metric]
+            row[f"{origin}_blank"] = metrics[f"{task.metric}_blank"]
             row["chance"] = chance_level(task, metrics)
+        row["blank"] = row.pop("pretrained_blank")
+        row["image_gain"] = row["pretrained"] - row["blank"]
         results.append(row)
         print(f"{task.label}: from scratch {row['scratch']:.3f}, pre-trained {row['pretrained']:.3f}, "
-              f"chance {row['chance']:.3f}")
+              f"blank images {row['blank']:.3f}, chance {row['chance']:.3f}")
 
-    table = [("task", "metric (validation)", "from scratch", "pre-trained", "chance")]
-    table += [(r["task"], r["metric"], f"{r['scratch']:.3f}", f"{r['pretrained']:.3f}", f"{r['chance']:.3f}")
-              for r in results]
+    table = [("task", "metric (validation)", "from scratch", "pre-trained", "blank images", "image gain", "chance")]
+    table += [(r["task"], r["metric"], f"{r['scratch']:.3f}", f"{r['pretrained']:.3f}", f"{r['blank']:.3f}",
+               f"{r['image_gain']:+.3f}", f"{r['chance']:.3f}") for r in results]
     print("\n" + format_table(table))
     plot_results(results, out / PLOT_FILE)
     (out / RESULTS_FILE).write_text(json.dumps({"pretrain": pretrained["val"], "finetune": results}, indent=2) + "\n")

@@ -368,6 +368,15 @@ class Config:
     export_best: bool = True
     """At the end of training, export the best (else last) checkpoint as a model folder into
     ``run_dir/model`` (``vlkit export``; load it with ``vlkit.load``)."""
+    # issue 22: grounding (image-ablation baseline)
+    eval_image_ablation: bool = False
+    """Evaluate every validation a second time with blank images (the normalisation mean) and report
+    ``{metric}_blank`` and ``image_gain`` (= metric - metric_blank) beside ``chance``."""
+    mae_image_folder: str = ""
+    """``task=mae_pretrain``: an ImageFolder tree (``train/``, ``val/``) to read images from instead of ``datasets``."""
+    mae_checkpoint: str = ""
+    """``task=mae_pretrain``: where each checkpoint is also written in MAE's layout (``{"model": ...}``,
+    for ``pretrain_path=``); empty: ``{log_dir}/{run name}/mae_pretrain.pth``."""
 
 VALUE_CHOICES: dict[str, tuple] = {
     "compile": (None, False, True, "blocks", "model"),

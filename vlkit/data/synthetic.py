@@ -129,7 +129,7 @@ NLVR2_SCHEMA = pa.schema([
 SNLI_SCHEMA = pa.schema([("image", pa.binary()), ("sentences", pa.list_(_TEXTS)), ("labels", _INTS)])
 
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 """Bumped whenever the files written change, so a stale synthetic set is regenerated, not reused."""
 
 

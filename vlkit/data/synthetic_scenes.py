@@ -40,8 +40,6 @@ RADIUS = {"small": 0.24, "large": 0.42}
 """Shape radius as a fraction of a grid cell's side."""
 ANSWERS = (*COLORS, *KINDS, *COUNTS, *YES_NO, *SIZES, *POSITIONS)
 """Every VQA answer, in label order."""
-MATERIALS = ("wood", "glass", "metal", "paper")
-MAKERS = ("a child", "a robot", "an artist", "a teacher")
 
 
 @dataclass(frozen=True)
@@ -395,51 +393,58 @@ def nlvr2_example(
 
 
 # --- SNLI-VE hypotheses (0 contradiction, 1 neutral, 2 entailment) ---
+# Every hypothesis names one shape by a definite description and states one property of it. The
+# label decides only whether that shape is in the image (neutral: it is not, so the image cannot
+# settle the claim) and whether the property is its own; every word is drawn from the same
+# distribution whatever the label, so the hypothesis alone does not tell the label.
 
 
-def _h_exists(scene: Scene, truth: bool, rng: np.random.Generator) -> str:
-    if truth:
-        shape = _pick(rng, scene.shapes)
-        color, kind = shape.color, shape.kind
-    else:
+def _other(rng: np.random.Generator, items: tuple, own: str) -> str:
+    return _pick(rng, [item for item in items if item != own])
+
+
+def _property(rng: np.random.Generator, items: tuple, own: Optional[str], label: int) -> str:
+    """``own`` (entailment), another of ``items`` (contradiction) or any of them (neutral)."""
+    if label == 1:
+        return _pick(rng, items)
+    return own if label == 2 else _other(rng, items, own)
+
+
+def _h_size(scene: Scene, label: int, rng: np.random.Generator) -> str:
+    if label == 1:
         color, kind = _absent_combo(scene, rng)
-    return f"there is {article(color)} {color} {kind} in the image"
-
-
-def _h_count(scene: Scene, truth: bool, rng: np.random.Generator) -> str:
-    count = len(scene.shapes)
-    if not truth:
-        count = _pick(rng, [n for n in range(1, MAX_SHAPES + 1) if n != count])
-    return f"there {'is' if count == 1 else 'are'} {plural(count, 'shape')} in the image"
-
-
-def _h_at(scene: Scene, truth: bool, rng: np.random.Generator) -> str:
-    occupied = {(s.kind, s.position) for s in scene.shapes}
-    if truth:
-        kind, position = _pick(rng, sorted(occupied))
+        own = None
     else:
+        shape = _pick(rng, scene.shapes)
+        color, kind, own = shape.color, shape.kind, shape.size
+    return f"the {color} {kind} is {_property(rng, SIZES, own, label)}"
+
+
+def _h_position(scene: Scene, label: int, rng: np.random.Generator) -> str:
+    if label == 1:
+        color, kind = _absent_combo(scene, rng)
+        own = None
+    else:
+        shape = _pick(rng, scene.shapes)
+        color, kind, own = shape.color, shape.kind, shape.position
+    return f"the {color} {kind} is {where(_property(rng, POSITIONS, own, label))}"
+
+
+def _h_color(scene: Scene, label: int, rng: np.random.Generator) -> str:
+    if label == 1:
+        occupied = {(s.kind, s.position) for s in scene.shapes}
         kind, position = _pick(rng, [(k, p) for k in KINDS for p in POSITIONS if (k, p) not in occupied])
-    return f"there is a {kind} {where(position)}"
+        own = None
+    else:
+        shape = _pick(rng, scene.shapes)
+        kind, position, own = shape.kind, shape.position, shape.color
+    return f"the {kind} {where(position)} is {_property(rng, tuple(COLORS), own, label)}"
 
 
-def _h_size(scene: Scene, truth: bool, rng: np.random.Generator) -> str:
-    shape = _pick(rng, scene.shapes)
-    size = shape.size if truth else next(s for s in SIZES if s != shape.size)
-    return f"the {shape.color} {shape.kind} is {size}"
-
-
-def _h_neutral(scene: Scene, rng: np.random.Generator) -> str:
-    shape = _pick(rng, scene.shapes)
-    if rng.random() < 0.5:
-        return f"the {shape.color} {shape.kind} is made of {_pick(rng, MATERIALS)}"
-    return f"the {shape.color} {shape.kind} was drawn by {_pick(rng, MAKERS)}"
-
-
-FACT_TEMPLATES = (_h_exists, _h_count, _h_at, _h_size)
+HYPOTHESIS_TEMPLATES = (_h_size, _h_position, _h_color)
 
 
 def hypothesis(scene: Scene, label: int, rng: np.random.Generator) -> str:
-    """A hypothesis about ``scene`` with SNLI-VE ``label``: 2 true, 0 false, 1 undecidable."""
-    if label == 1:
-        return _h_neutral(scene, rng)
-    return FACT_TEMPLATES[int(rng.integers(len(FACT_TEMPLATES)))](scene, label == 2, rng)
+    """A hypothesis about ``scene`` with SNLI-VE ``label``: 2 true of a shape in the image, 0 false
+    of a shape in the image, 1 about a shape the image does not hold (undecidable)."""
+    return HYPOTHESIS_TEMPLATES[int(rng.integers(len(HYPOTHESIS_TEMPLATES)))](scene, label, rng)

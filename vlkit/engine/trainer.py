@@ -41,6 +41,7 @@ from vlkit.engine.parallelize import (
 )
 from vlkit.engine.progress import ProgressBar
 from vlkit.eval.metrics import evaluation_record
+from vlkit.tasks.ablation import with_image_ablation
 from vlkit.tasks.base import Task
 from vlkit.utils.atomic import atomic_torch_save
 from vlkit.utils import distributed
@@ -637,6 +638,8 @@ class Trainer:
                     metrics = self.task.test(self.model, loader, str(self.run_dir))
                 else:
                     metrics = self.task.evaluate(self.model, loader, split)
+                    if self.cfg.eval_image_ablation:  # issue 22: the blank-image baseline
+                        metrics = with_image_ablation(self.task, self.model, loader, split, metrics)
         finally:
             self.model.train()
         return {name: float(value) for name, value in metrics.items()}

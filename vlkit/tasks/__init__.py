@@ -8,6 +8,7 @@ from vlkit.tasks.base import Task
 from vlkit.tasks.classification import Nlvr2Task, SnliVeTask
 from vlkit.tasks.clipvil import ClipVilPretrainTask, ClipVilVqaTask
 from vlkit.tasks.irtr import AlbefRetrievalTask, IRTRTask
+from vlkit.tasks.mae_pretrain import MaePretrainTask
 from vlkit.tasks.nlvr_ta import NlvrTextAssignmentTask
 from vlkit.tasks.pretrain import PRETRAIN_TERMS, PretrainTask, runs
 from vlkit.tasks.vqa import VQATask
@@ -24,6 +25,7 @@ TASKS: dict[str, type[Task]] = {
     "vqa_decoder": VqaRankTask,
     "clipvil_pretrain": ClipVilPretrainTask,
     "clipvil_vqa": ClipVilVqaTask,
+    "mae_pretrain": MaePretrainTask,
 }
 
 

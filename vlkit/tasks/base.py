@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from vlkit.tasks.ablation import BlankImages
+
 
 class Task(abc.ABC):
     """What a task must provide to be trained and evaluated by ``vlkit.engine.Trainer``.
@@ -16,6 +18,9 @@ class Task(abc.ABC):
     """
 
     name: str = ""
+    ablation_metrics: tuple[str, ...] = ()
+    """Metrics that ``eval_image_ablation`` reports again with blank images (``{m}_blank``,
+    ``{m}_image_gain``); the first gives ``image_gain``. Empty: no image-ablation baseline."""
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
@@ -41,6 +46,10 @@ class Task(abc.ABC):
     def evaluate(self, model: nn.Module, loader, split: str = "val") -> dict[str, float]:
         """Full evaluation over ``loader`` (the local shard of the split under DDP), reduced
         across processes. Must hold ``the_metric`` (higher is better), used to pick best.ckpt."""
+
+    def evaluate_blank(self, model: nn.Module, loader, split: str = "val") -> dict[str, float]:
+        """``evaluate`` with every image blank (the normalisation mean): the image-ablation baseline."""
+        return self.evaluate(model, BlankImages(loader), split)
 
     def on_train_batch(self, epoch: int, batch_in_epoch: int, batches_per_epoch: int) -> None:
         """Called before each training batch (e.g. to ramp a loss weight over the first epoch)."""

@@ -33,6 +33,7 @@ class ClassificationTask(ArrowTask):
     groups: ClassVar[dict[str, str]] = {}
     selection_group: ClassVar[str] = "dev"
     num_classes: ClassVar[int] = 2
+    ablation_metrics = ("dev_accuracy", "accuracy", "test_accuracy")
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)

@@ -88,6 +88,7 @@ class ClipVilPretrainTask(ClipVilData):
     """MLM + ITM (stage one) and + QA (stage two); ``the_metric`` = sum of their accuracies."""
 
     name = "clipvil_pretrain"
+    ablation_metrics = ("itm_accuracy", "qa_accuracy", "mlm_accuracy")
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)

@@ -31,6 +31,7 @@ from vlkit.eval.retrieval_eval import RetrievalEvaluator, RetrievalTexts
 from vlkit.models.build import build_model_with_reports
 from vlkit.models.heads import init_rank_from_itm
 from vlkit.objectives import LossOutput, classification_loss
+from vlkit.tasks.ablation import BlankImages
 from vlkit.tasks.arrow_task import ArrowTask, logged_terms
 from vlkit.tasks.contrastive import itc_term
 from vlkit.tasks.pretrain import PretrainTask
@@ -40,6 +41,8 @@ RANK_KEYS = ("rank_output.weight", "rank_output.bias")
 
 class RecallEvaluation(ArrowTask):
     """Recall@1/5/10 both ways on one caption dataset's split; subclasses give ``match_score``."""
+
+    ablation_metrics = ("r_mean", "ir_r1", "tr_r1")
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)
@@ -77,7 +80,16 @@ class RecallEvaluation(ArrowTask):
 
     def evaluate(self, model: nn.Module, loader, split: str = "val") -> dict[str, float]:
         """Recall on ``split`` (the trainer's ``loader`` of caption samples is not needed)."""
+        return self._recall(model, split, blank=False)
+
+    def evaluate_blank(self, model: nn.Module, loader, split: str = "val") -> dict[str, float]:
+        """Recall on ``split`` with every image blank (the image-ablation baseline)."""
+        return self._recall(model, split, blank=True)
+
+    def _recall(self, model: nn.Module, split: str, blank: bool) -> dict[str, float]:
         images, texts = self.recall_inputs(split)
+        if blank:
+            images = BlankImages(images)
         evaluator = RetrievalEvaluator(
             model, lambda features: self.match_score(model, features),
             protocol=self.cfg.retrieval_protocol, k_test=self.cfg.k_test,

@@ -57,6 +57,7 @@ class NlvrTextAssignmentTask(ArrowTask):
     ``pair_fusion`` model; ``the_metric`` is the TA accuracy."""
 
     name = "nlvr_ta"
+    ablation_metrics = ("nlvr_ta_accuracy",)
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)

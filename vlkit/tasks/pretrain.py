@@ -47,6 +47,7 @@ class PretrainTask(ArrowTask):
     """MLM + ITM (+ WPA) + MAE on image-caption data; ``the_metric`` = MLM + ITM accuracy."""
 
     name = "pretrain"
+    ablation_metrics = ("itm_accuracy", "itc_accuracy", "mlm_accuracy")
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)

@@ -56,6 +56,7 @@ class VQATask(ArrowTask):
     """
 
     name = "vqa"
+    ablation_metrics = ("score", "vqa_accuracy")
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)
