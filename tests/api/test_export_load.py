@@ -162,3 +162,25 @@ def test_a_folder_that_would_not_rebuild_its_model_fails_the_export(vqa_run, sce
     wider = build_model(resolve_config(["task_finetune_vqa_mae_randaug", "tiny", "hidden_size=96", *data_words(scenes)]))
     with pytest.raises(ValueError, match=r"would not rebuild this model .*pooler.dense.bias: \(96,\) vs \(64,\)"):
         check_rebuilds(wider, folder)
+
+
+def test_a_text_tower_whose_shape_the_config_does_not_record_rebuilds_from_the_folder(scenes, tmp_path):
+    """METER's pretrained RoBERTa has 514 position rows whatever ``max_text_len``: the folder records
+    the tower's own shape, so its random-weight rebuild fits the weights."""
+    from transformers import AutoTokenizer
+
+    from vlkit.api.export import check_rebuilds
+    from vlkit.api.folder import write_model_folder
+
+    words = [*FAMILIES["co_attention"], *data_words(scenes)]
+    torch.manual_seed(0)
+    model = build_model(resolve_config([*words, "max_position_embeddings=40"])).eval()  # as a pretrained tower
+    cfg = resolve_config(words)  # the run's config: nothing says 40
+    assert model.text_transformer.config.max_position_embeddings == 40 != cfg.max_text_len
+    folder = write_model_folder(tmp_path / "folder", cfg, model, AutoTokenizer.from_pretrained(cfg.tokenizer), None, "")
+    check_rebuilds(model, folder)
+    loaded = vlkit.load(folder)
+    assert loaded.model.text_transformer.config.max_position_embeddings == 40
+    ids, masks = loaded.preprocess.texts(["a red circle"])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.encode_text(ids, masks), model.encode_text(ids, masks))

@@ -64,6 +64,17 @@ def preprocess_info(cfg: Any) -> dict[str, Any]:
     }
 
 
+def text_tower_architecture(model: nn.Module) -> dict[str, int]:
+    """The config keys that rebuild a Hugging Face text tower (METER's, loaded pretrained) from
+    random weights with its own shapes; empty for models without one."""
+    tower = getattr(model, "text_transformer", None)
+    if tower is None:
+        return {}
+    config = tower.config
+    return {"max_position_embeddings": config.max_position_embeddings, "text_layers": config.num_hidden_layers,
+            "input_text_embed_size": config.hidden_size, "vocab_size": config.vocab_size}
+
+
 def write_model_folder(out: str | Path, cfg: DictConfig, model: nn.Module, tokenizer: Any,
                        answers: list[str] | None, card: str) -> Path:
     """Write every file of a model folder into ``out`` (created) and return it; ``model`` loses
@@ -71,7 +82,7 @@ def write_model_folder(out: str | Path, cfg: DictConfig, model: nn.Module, token
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     saved = OmegaConf.to_container(cfg, resolve=True)
-    saved.update(FOLDER_OVERRIDES, tokenizer=TOKENIZER_DIR)
+    saved.update(FOLDER_OVERRIDES, tokenizer=TOKENIZER_DIR, **text_tower_architecture(model))
     for name in TRAINING_ONLY:
         if hasattr(model, name):
             delattr(model, name)

@@ -143,7 +143,8 @@ class Config:
     """``model=cross_attention``: ViT depth (0: ``num_layers``). ``model=co_attention`` with
     ``backbone_init=random``: CLIP depth, of which the last block is dropped (0: 12)."""
     max_position_embeddings: int = 0
-    """``model=cross_attention``: rows of BERT's position table (0: ``max_text_len``; BERT: 512)."""
+    """``model=cross_attention``, and ``co_attention`` with ``backbone_init=random``: rows of the text
+    tower's position table (0: ``max_text_len``, + 2 for RoBERTa; BERT: 512, RoBERTa: 514)."""
     itc_temperature: float = 0.07
     """Initial ITC temperature (learnable; ALBEF's ``temp``)."""
     itc_max_logit_scale: float = 4.6052

@@ -42,14 +42,15 @@ def text_model_kind(name_or_path: str) -> str:
 
 def random_text_tower(kind: str, cfg: Any) -> PreTrainedModel:
     """A ``kind`` model with random weights: width ``input_text_embed_size``, ``text_layers``
-    layers, one head per 64 channels, positions for ``max_text_len`` tokens."""
+    layers, one head per 64 channels, ``max_position_embeddings`` position rows (0: enough for
+    ``max_text_len`` tokens)."""
     model_class, config_class = TEXT_MODELS[kind]
     width = cfg.input_text_embed_size
     roberta = kind == "roberta"
     config = config_class(
         vocab_size=cfg.vocab_size, hidden_size=width, num_hidden_layers=cfg.text_layers,
         num_attention_heads=max(1, width // 64), intermediate_size=4 * width,
-        max_position_embeddings=cfg.max_text_len + (ROBERTA_POSITION_OFFSET if roberta else 0),
+        max_position_embeddings=cfg.max_position_embeddings or cfg.max_text_len + (ROBERTA_POSITION_OFFSET if roberta else 0),
         hidden_dropout_prob=cfg.drop_rate, attention_probs_dropout_prob=cfg.drop_rate,
         pad_token_id=1 if roberta else 0, type_vocab_size=1 if roberta else 2,
     )
