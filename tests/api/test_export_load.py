@@ -184,3 +184,33 @@ def test_a_text_tower_whose_shape_the_config_does_not_record_rebuilds_from_the_f
     ids, masks = loaded.preprocess.texts(["a red circle"])
     with torch.no_grad():
         torch.testing.assert_close(loaded.model.encode_text(ids, masks), model.encode_text(ids, masks))
+
+
+def test_an_answer_decoder_model_ranks_the_answer_list_from_its_folder(scenes, tmp_path):
+    """ALBEF/GRIT VQA: ``vqa()`` ranks the folder's answers with the decoder, as the task does."""
+    from transformers import AutoTokenizer
+
+    from vlkit.api.folder import write_model_folder
+    from vlkit.models.fusion.cross_attention import text_positions
+    from vlkit.tasks.vqa_rank import rank_answers, tokenize_answers
+
+    words = [*FAMILIES["cross_attention"], *data_words(scenes), "loss_names={vqa_decoder: 1}", "momentum=0", "itc_queue_size=0",
+             "distill_alpha=0", "answer_decoder_layers=1"]
+    cfg = resolve_config(words)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    answers = ["red", "blue", "two", "circle", "left", "three squares"]
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer)
+    folder = write_model_folder(tmp_path / "folder", cfg, model, tokenizer, answers, "")
+    loaded = vlkit.load(folder)
+    image = torch.rand(3, 64, 64)
+    questions = ["what colour is the circle?", "how many squares are there?"]
+    got = loaded.vqa([image, image], questions, top_k=3)
+    batch = loaded.preprocess.images([image, image])
+    ids, masks = loaded.preprocess.texts(questions)
+    with torch.no_grad():
+        features = model.infer(ids, masks, batch.pixels)
+        ranked, scores = rank_answers(model.text_decoder, features["text_feats"], features["text_masks"],
+                                      tokenize_answers(tokenizer, answers, text_positions(cfg)), len(answers))
+    assert [[a["answer"] for a in row] for row in got] == [[answers[i] for i in row[:3]] for row in ranked.tolist()]
+    assert [row[0]["score"] for row in got] == pytest.approx(scores[:, 0].tolist(), abs=1e-5)
