@@ -28,9 +28,10 @@ from typing import Any
 
 import torch
 
-from vlkit.cli import data_arguments, train_or_test
+from vlkit.cli.synth import data_arguments
+from vlkit.cli.training import train_or_test
 from vlkit.config import resolve_config
-from vlkit.quickstart import FINETUNES, Finetune, chance_level, load_or_synthesize
+from vlkit.cli.quickstart import FINETUNES, Finetune, chance_level, load_or_synthesize
 
 NO_AUGMENTATION = ("train_transform_keys=[mae_test]", "val_transform_keys=[mae_test]")
 """64-px scenes of coloured shapes lose their answers to random crops and colour operations."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from vlkit.cli import train_or_test
+from vlkit.cli.training import train_or_test
 from vlkit.config import resolve_config
 from vlkit.engine.logging import read_metrics
 from vlkit.eval.retrieval_eval import RetrievalEvaluator, RetrievalTexts

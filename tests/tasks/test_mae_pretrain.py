@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vlkit.cli import train_or_test
+from vlkit.cli.training import train_or_test
 from vlkit.config import resolve_config
 from vlkit.engine.logging import read_metrics
 from vlkit.models.build import build_model_with_reports
