@@ -410,23 +410,23 @@ def _property(rng: np.random.Generator, items: tuple, own: Optional[str], label:
     return own if label == 2 else _other(rng, items, own)
 
 
-def _h_size(scene: Scene, label: int, rng: np.random.Generator) -> str:
+def _subject(scene: Scene, label: int, rng: np.random.Generator, attribute: str) -> tuple[str, str, Optional[str]]:
+    """The colour and kind a hypothesis names, and that shape's ``attribute``: for a neutral one
+    (label 1) a colour and kind absent from the scene, and no attribute."""
     if label == 1:
         color, kind = _absent_combo(scene, rng)
-        own = None
-    else:
-        shape = _pick(rng, scene.shapes)
-        color, kind, own = shape.color, shape.kind, shape.size
+        return color, kind, None
+    shape = _pick(rng, scene.shapes)
+    return shape.color, shape.kind, getattr(shape, attribute)
+
+
+def _h_size(scene: Scene, label: int, rng: np.random.Generator) -> str:
+    color, kind, own = _subject(scene, label, rng, "size")
     return f"the {color} {kind} is {_property(rng, SIZES, own, label)}"
 
 
 def _h_position(scene: Scene, label: int, rng: np.random.Generator) -> str:
-    if label == 1:
-        color, kind = _absent_combo(scene, rng)
-        own = None
-    else:
-        shape = _pick(rng, scene.shapes)
-        color, kind, own = shape.color, shape.kind, shape.position
+    color, kind, own = _subject(scene, label, rng, "position")
     return f"the {color} {kind} is {where(_property(rng, POSITIONS, own, label))}"
 
 
