@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
-import pytest
 
 from tests.tasks._runs import crash_and_resume, train_losses
 from vlkit.cli import main

@@ -23,7 +23,6 @@ KERNELS = {
 }
 """The fused kernels; the math fallback is composite (it decomposes into matmuls), so a call that
 reached none of these is counted as ``math``."""
-FAST_KERNELS = ("flash", "efficient", "cudnn", "flash_cpu")
 
 
 class _KernelRecorder(TorchDispatchMode):
@@ -60,7 +59,3 @@ def attention_kernels(run: Callable[[], object]) -> Counter[str]:
         kernels["math"] = fallback
     return kernels
 
-
-def slow_attention(kernels: Counter[str]) -> int:
-    """How many of the recorded calls fell back to the math kernel."""
-    return kernels.get("math", 0)

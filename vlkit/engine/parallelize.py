@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 from open_clip.transformer import ResidualAttentionBlock
