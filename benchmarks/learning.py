@@ -1,26 +1,38 @@
 """Does each family learn to look? Tiny pre-training then every downstream task, on the synthetic set.
 
-For each family (VLC, METER, ALBEF/GRIT: the three that train on the Arrow tables) and each seed:
-pre-train at tiny size (MLM + ITM + ITC, and MAE for VLC), then fine-tune VQAv2, NLVR2, F30K
-retrieval and SNLI-VE from that checkpoint and from scratch, every evaluation with the
-image-ablation baseline (``eval_image_ablation``). The table gives, per family and task, mean ±
-std over the seeds of the pre-trained metric, the same model's metric with blank images, the
-image gain, the from-scratch metric and chance; and per family the pre-training's ITM / ITC
-accuracy and their blank-image values. GRIT sampling against random sampling, and ELIP on against
-off, are measured by ``benchmarks/grit.py`` and ``benchmarks/elip.py``.
+For each family and seed: pre-train at tiny size, then fine-tune every task the family supports
+from that checkpoint and from scratch, every evaluation with the image-ablation baseline
+(``eval_image_ablation``):
+
+* VLC, METER (ELIP off), ALBEF/GRIT: MLM + ITM + ITC (and MAE for VLC), then VQAv2, NLVR2, F30K
+  retrieval and SNLI-VE, through the Arrow tables;
+* CLIP-ViL: its two pre-training stages and VQA, through its own command line and LXMERT json
+  (``benchmarks/clipvil_synthetic.py``).
+
+Two comparisons ride along at equal steps: GRIT-VLP's grouped sampling against a plain shuffle
+(ALBEF pre-trained both ways, then the same retrieval fine-tuning: R@1), and ELIP on against off
+(METER's VQA fine-tuned from the same checkpoint with and without token pruning).
+
+The table gives, per family and task, mean ± std over the seeds of the pre-trained metric, the
+same model's metric with blank images, the image gain, the from-scratch metric and chance.
+Jobs (a family and a seed) run ``--workers`` at a time, one thread each; each job's result is kept
+in ``OUT/jobs/`` so that a second call only runs what is missing.
 
     python benchmarks/learning.py --out benchmarks/results/learning      # 3 seeds, every family
     python benchmarks/learning.py --families vlc --seeds 1 --scale 0.1   # a quick look
 
-Results are written to ``OUT/learning.json`` and printed as a markdown table (docs/results.md).
+Results are written to ``OUT/learning.json`` and printed as markdown tables (docs/results.md).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import platform
 import statistics
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -28,10 +40,12 @@ from typing import Any
 
 import torch
 
-from vlkit.cli.synth import data_arguments
-from vlkit.cli.training import train_or_test
-from vlkit.config import resolve_config
-from vlkit.cli.quickstart import FINETUNES, Finetune, chance_level, load_or_synthesize
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from vlkit.cli.quickstart import FINETUNES, Finetune, chance_level, load_or_synthesize  # noqa: E402
+from vlkit.cli.synth import data_arguments  # noqa: E402
+from vlkit.cli.training import train_or_test  # noqa: E402
+from vlkit.config import resolve_config  # noqa: E402
 
 NO_AUGMENTATION = ("train_transform_keys=[mae_test]", "val_transform_keys=[mae_test]")
 """64-px scenes of coloured shapes lose their answers to random crops and colour operations."""
@@ -48,8 +62,9 @@ class Family:
 
 
 VLC = Family(
-    pretrain=("task_mlm_itm_mae", "tiny", "loss_names.itc=1", "itm_patch_drop=False", "learning_rate=1e-3"),
-    model=("tiny",), finetune_presets={},
+    pretrain=("task_mlm_itm_mae", "tiny", "loss_names.itc=1", "itm_patch_drop=False", "learning_rate=1e-3",
+              *NO_AUGMENTATION),
+    model=("tiny", *NO_AUGMENTATION), finetune_presets={},
 )
 METER = Family(
     pretrain=("task_mlm_itm_clip_bert", "meter_tiny", "img_prune={}", "loss_names.itc=1", "learning_rate=1e-3",
@@ -66,7 +81,11 @@ ALBEF = Family(
     pretrain=("grit_pretrain", "tiny", *ALBEF_MODEL, "datasets=[coco,vg,sbu,gcc]", "learning_rate=5e-4"),
     model=("tiny", *ALBEF_MODEL), finetune_presets={},
 )
-FAMILIES = {"vlc": VLC, "meter": METER, "albef": ALBEF}
+FAMILIES = {"vlc": VLC, "meter": METER, "albef": ALBEF, "clipvil": None}
+RETRIEVAL = next(task for task in FINETUNES if task.metric == "r_mean")
+VQA = next(task for task in FINETUNES if task.metric == "vqa_accuracy")
+ELIP_ON = ("img_prune.begin_layer=[1,2]", "img_prune.num_act_layers=[1,1]", "img_prune.keep_ratio=[0.7,0.5]")
+"""``meter_tiny``'s own ELIP stages (prune 30 % of the image tokens after block 1, then half of the rest)."""
 
 
 def pretrain_words(family: Family, data: list[str], out: Path, name: str, steps: int, seed: int) -> list[str]:
@@ -83,24 +102,77 @@ def finetune_words(family: Family, task: Finetune, data: list[str], out: Path, n
             "layer_decay=1", f"seed={seed}", "eval_image_ablation=True", "progress_bar=False", *task.overrides]
 
 
-def run_family(name: str, family: Family, data: list[str], out: Path, steps: int, scale: float,
-               seed: int) -> dict[str, Any]:
-    """One seed of a family: pre-training figures and every task's pre-trained / blank / scratch / chance."""
-    started = time.perf_counter()
-    summary = train_or_test(resolve_config(pretrain_words(family, data, out, f"{name}_pretrain_s{seed}", steps, seed)))
-    checkpoint, pretrain = summary["last_checkpoint"], summary["val"]
-    result: dict[str, Any] = {"pretrain": {k: v for k, v in pretrain.items() if "accuracy" in k or "chance" in k}}
+def finetune(family: Family, task: Finetune, data: list[str], out: Path, name: str, scale: float, seed: int,
+             load_path: str, *extra: str) -> dict[str, float]:
+    """Validation metrics of one fine-tuning run."""
+    steps = max(1, round(task.steps * scale))
+    words = finetune_words(family, task, data, out, name, steps, seed, load_path)
+    return train_or_test(resolve_config([*words, *extra]))["val"]
+
+
+def pretrain(family: Family, data: list[str], out: Path, name: str, steps: int, seed: int,
+             *extra: str) -> tuple[str, dict[str, float]]:
+    """The last checkpoint and validation metrics of one pre-training run."""
+    summary = train_or_test(resolve_config([*pretrain_words(family, data, out, name, steps, seed), *extra]))
+    return summary["last_checkpoint"], summary["val"]
+
+
+def task_row(task: Finetune, scratch: dict[str, float], pretrained: dict[str, float]) -> dict[str, float]:
+    return {"scratch": scratch[task.metric], "scratch_blank": scratch[f"{task.metric}_blank"],
+            "pretrained": pretrained[task.metric], "pretrained_blank": pretrained[f"{task.metric}_blank"],
+            "chance": chance_level(task, pretrained)}
+
+
+def recall_at_1(metrics: dict[str, float]) -> float:
+    """Mean of image and text retrieval recall@1."""
+    return (metrics["ir_r1"] + metrics["tr_r1"]) / 2
+
+
+def run_family(name: str, data: list[str], out: Path, steps: int, scale: float, seed: int) -> dict[str, Any]:
+    """One seed of an Arrow-table family: pre-training figures and every task's pre-trained /
+    blank / scratch / chance, plus METER's ELIP-on VQA and ALBEF's retrieval R@1."""
+    family = FAMILIES[name]
+    checkpoint, metrics = pretrain(family, data, out, f"{name}_pretrain_s{seed}", steps, seed)
+    result: dict[str, Any] = {"pretrain": {k: v for k, v in metrics.items() if "accuracy" in k or "chance" in k}}
     for task in FINETUNES:
-        task_steps = max(1, round(task.steps * scale))
-        row = {}
-        for origin, load_path in (("scratch", ""), ("pretrained", checkpoint)):
-            words = finetune_words(family, task, data, out, f"{name}_{task.preset}_{origin}_s{seed}", task_steps,
-                                   seed, load_path)
-            metrics = train_or_test(resolve_config(words))["val"]
-            row[origin] = metrics[task.metric]
-            row[f"{origin}_blank"] = metrics[f"{task.metric}_blank"]
-            row["chance"] = chance_level(task, metrics)
-        result[task.label] = row
+        runs = {origin: finetune(family, task, data, out, f"{name}_{task.preset}_{origin}_s{seed}", scale, seed,
+                                 load_path)
+                for origin, load_path in (("scratch", ""), ("pretrained", checkpoint))}
+        result[task.label] = task_row(task, runs["scratch"], runs["pretrained"])
+        if task is RETRIEVAL:
+            result["retrieval_r1"] = recall_at_1(runs["pretrained"])
+        if task is VQA and name == "meter":
+            elip = finetune(family, task, data, out, f"meter_vqa_elip_s{seed}", scale, seed, checkpoint, *ELIP_ON)
+            result["elip_vqa"] = {"off": runs["pretrained"][task.metric], "on": elip[task.metric]}
+    return result
+
+
+def run_random_sampling(data: list[str], out: Path, steps: int, scale: float, seed: int) -> dict[str, Any]:
+    """ALBEF pre-trained with a plain shuffle instead of GRIT's grouped batches, then the same
+    retrieval fine-tuning: its R@1."""
+    checkpoint, _ = pretrain(ALBEF, data, out, f"albef_random_pretrain_s{seed}", steps, seed, "train_sampler=random")
+    metrics = finetune(ALBEF, RETRIEVAL, data, out, f"albef_random_retrieval_s{seed}", scale, seed, checkpoint)
+    return {"retrieval_r1": recall_at_1(metrics)}
+
+
+def run_clipvil(info: dict[str, Any], out: Path, scale: float, seed: int) -> dict[str, Any]:
+    from clipvil_synthetic import run_seed
+
+    return run_seed(info, str(out / f"clipvil_s{seed}"), seed, scale)
+
+
+def run_job(job: str, seed: int, info: dict[str, Any], out: Path, steps: int, scale: float) -> dict[str, Any]:
+    """One job in a worker process of one thread: a family (or ``albef_random``) at one seed."""
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    data = data_arguments(str(out / "data"), info).split()
+    runs = out / "runs"
+    if job == "clipvil":
+        result = run_clipvil(info, runs, scale, seed)
+    elif job == "albef_random":
+        result = run_random_sampling(data, runs, steps, scale, seed)
+    else:
+        result = run_family(job, data, runs, steps, scale, seed)
     result["seconds"] = time.perf_counter() - started
     return result
 
@@ -110,25 +182,57 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {spread:.3f}"
 
 
+def family_rows(family: str, seeds: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for term in ("itm", "itc"):
+        key = f"{term}_accuracy"
+        if key in seeds[0]["pretrain"]:
+            lines.append(f"| {family} | pre-training {term.upper()} | {mean_std([s['pretrain'][key] for s in seeds])} | "
+                         f"{mean_std([s['pretrain'][key + '_blank'] for s in seeds])} | "
+                         f"{mean_std([s['pretrain'][key] - s['pretrain'][key + '_blank'] for s in seeds])} | | "
+                         f"{mean_std([s['pretrain'][f'{term}_chance'] for s in seeds])} |")
+    for task in FINETUNES:
+        if task.label not in seeds[0]:
+            continue
+        rows = [s[task.label] for s in seeds]
+        lines.append(f"| {family} | {task.label} ({task.metric_label}) | {mean_std([r['pretrained'] for r in rows])} | "
+                     f"{mean_std([r['pretrained_blank'] for r in rows])} | "
+                     f"{mean_std([r['pretrained'] - r['pretrained_blank'] for r in rows])} | "
+                     f"{mean_std([r['scratch'] for r in rows])} | {mean_std([r['chance'] for r in rows])} |")
+    return lines
+
+
 def table(results: dict[str, list[dict[str, Any]]]) -> str:
-    """Markdown: per family and task, pre-trained, blank, image gain, scratch and chance over the seeds."""
+    """Markdown: per family and task, pre-trained, blank, image gain, scratch and chance over the
+    seeds; then GRIT against random sampling and ELIP on against off."""
     lines = ["| family | task | pre-trained | blank images | image gain | from scratch | chance |",
              "|---|---|---|---|---|---|---|"]
     for family, seeds in results.items():
-        for term in ("itm", "itc"):
-            key = f"{term}_accuracy"
-            if key in seeds[0]["pretrain"]:
-                lines.append(f"| {family} | pre-training {term.upper()} | {mean_std([s['pretrain'][key] for s in seeds])} | "
-                             f"{mean_std([s['pretrain'][key + '_blank'] for s in seeds])} | "
-                             f"{mean_std([s['pretrain'][key] - s['pretrain'][key + '_blank'] for s in seeds])} | | "
-                             f"{mean_std([s['pretrain'][f'{term}_chance'] for s in seeds])} |")
-        for task in FINETUNES:
-            rows = [s[task.label] for s in seeds]
-            lines.append(f"| {family} | {task.label} ({task.metric_label}) | {mean_std([r['pretrained'] for r in rows])} | "
-                         f"{mean_std([r['pretrained_blank'] for r in rows])} | "
-                         f"{mean_std([r['pretrained'] - r['pretrained_blank'] for r in rows])} | "
-                         f"{mean_std([r['scratch'] for r in rows])} | {mean_std([r['chance'] for r in rows])} |")
+        if family != "albef_random":
+            lines += family_rows(family, seeds)
+    comparisons = []
+    if "albef" in results and "albef_random" in results:
+        grit = [s["retrieval_r1"] for s in results["albef"]]
+        shuffled = [s["retrieval_r1"] for s in results["albef_random"]]
+        comparisons.append(("ALBEF retrieval R@1 (mean of IR, TR) after equal steps", "GRIT sampling", grit,
+                            "random sampling", shuffled))
+    if "meter" in results:
+        comparisons.append(("METER VQA accuracy", "ELIP off", [s["elip_vqa"]["off"] for s in results["meter"]],
+                            "ELIP on (keep 0.7, 0.5)", [s["elip_vqa"]["on"] for s in results["meter"]]))
+    if comparisons:
+        lines += ["", "| comparison | A | A | B | B | B - A |", "|---|---|---|---|---|---|"]
+        for label, name_a, a, name_b, b in comparisons:
+            lines.append(f"| {label} | {name_a} | {mean_std(a)} | {name_b} | {mean_std(b)} | "
+                         f"{mean_std([y - x for x, y in zip(a, b)])} |")
     return "\n".join(lines)
+
+
+def jobs_of(families: list[str], seeds: int) -> list[tuple[str, int]]:
+    """Every (job, seed), the slowest families first so that the pool ends evenly."""
+    names = [name for name in ("meter", "albef", "vlc", "clipvil") if name in families]
+    if "albef" in families:
+        names.append("albef_random")
+    return [(name, seed) for name in names for seed in range(seeds)]
 
 
 def main() -> None:
@@ -139,15 +243,28 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--steps", type=int, default=600, help="pre-training steps")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every fine-tuning's steps")
+    parser.add_argument("--workers", type=int, default=2, help="jobs at a time, one thread each")
     args = parser.parse_args()
     out = Path(args.out)
     info = load_or_synthesize(out / "data", args.images, seed=0)
-    data = data_arguments(str(out / "data"), info).split()
+    (out / "jobs").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    results = {name: [run_family(name, FAMILIES[name], data, out / "runs", args.steps, args.scale, seed)
-                      for seed in range(args.seeds)] for name in args.families}
+    results: dict[str, list[dict[str, Any]]] = {}
+    pending = {}
+    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for job, seed in jobs_of(args.families, args.seeds):
+            done = out / "jobs" / f"{job}_s{seed}.json"
+            if done.is_file():
+                results.setdefault(job, []).append(json.loads(done.read_text()))
+            else:
+                pending[(job, seed)] = pool.submit(run_job, job, seed, info, out, args.steps, args.scale)
+        for (job, seed), future in pending.items():
+            result = future.result()
+            (out / "jobs" / f"{job}_s{seed}.json").write_text(json.dumps(result, indent=2) + "\n")
+            results.setdefault(job, []).append(result)
+            print(f"done: {job} seed {seed} ({result['seconds']:.0f} s)", flush=True)
     report = {"date": date.today().isoformat(), "machine": f"{platform.processor() or platform.machine()}, "
-              f"{torch.get_num_threads()} threads", "args": vars(args), "seconds": time.perf_counter() - started,
+              f"{args.workers} workers of 1 thread", "args": vars(args), "seconds": time.perf_counter() - started,
               "results": results}
     (out / "learning.json").write_text(json.dumps(report, indent=2) + "\n")
     print(table(results))
