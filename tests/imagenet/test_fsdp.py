@@ -1,5 +1,6 @@
 """main_finetune.py --strategy fsdp on two gloo processes: the per-iteration losses, evaluation
-and checkpoint of --strategy ddp (gradient accumulation, clipping and activation checkpointing on);
+and checkpoint of --strategy ddp (clipping, activation checkpointing and gradient accumulation
+over 4 micro-batches, 18 per epoch, so 2 are left over in each);
 its checkpoint loads in one process, a one-process checkpoint resumes under fsdp on two, and a
 sharded evaluation whose processes hold different batch counts does not hang."""
 import json
@@ -18,7 +19,7 @@ from vlkit.imagenet.models import build_classifier
 from vlkit.imagenet.recipe import build_optimizer
 from vlkit.imagenet.train import train_one_epoch
 
-RECIPE = ["--epochs", 2, "--warmup_epochs", 1, "--lr", "1e-3", "--drop_path", 0, "--dist_eval", "--accum_iter", 2,
+RECIPE = ["--epochs", 2, "--warmup_epochs", 1, "--lr", "1e-3", "--drop_path", 0, "--dist_eval", "--accum_iter", 4,
           "--clip_grad", "0.05"]
 LAUNCH_TIMEOUT_S = 240
 

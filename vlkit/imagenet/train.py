@@ -74,7 +74,9 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, epoch: int, args: argp
         if ctx.mixup is not None:
             images, targets = ctx.mixup(images, targets)
         sync = (i + 1) % args.accum_iter == 0
-        with _gradient_sync(model, sync):
+        # the epoch's last micro-batch reduces too: its gradients are then dropped by zero_grad, as
+        # the reference drops them (FSDP2 would keep unreduced ones outside .grad, for the next epoch)
+        with _gradient_sync(model, sync or i + 1 == iters):
             with autocast(ctx.device, ctx.amp_dtype):
                 loss = ctx.criterion(model(images), targets)
             ctx.scaler.scale(loss / args.accum_iter).backward()
