@@ -1,8 +1,8 @@
 """main_finetune.py --strategy fsdp on two gloo processes: the per-iteration losses, evaluation
-and checkpoint of --strategy ddp (clipping, activation checkpointing and gradient accumulation
-over 4 micro-batches, 18 per epoch, so 2 are left over in each);
-its checkpoint loads in one process, a one-process checkpoint resumes under fsdp on two, and a
-sharded evaluation whose processes hold different batch counts does not hang."""
+and checkpoint of --strategy ddp (clipping, activation checkpointing, and accumulation over 4
+micro-batches of the 18 per epoch, so 2 are left over in each); its checkpoint loads in one
+process, a one-process checkpoint resumes under fsdp on two, and a sharded evaluation whose
+processes hold different batch counts does not hang."""
 import json
 import os
 import subprocess
