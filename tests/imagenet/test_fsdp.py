@@ -1,10 +1,11 @@
 """main_finetune.py --strategy fsdp on two gloo processes: the per-iteration losses, evaluation
 and checkpoint of --strategy ddp (clipping, activation checkpointing, and accumulation over 4
 micro-batches of the 18 per epoch, so 2 are left over in each); its checkpoint loads in one
-process, a one-process checkpoint resumes under fsdp on two, and a sharded evaluation whose
-processes hold different batch counts does not hang."""
+process, a one-process checkpoint resumes under fsdp on two, and a sharded evaluation does not
+hang where the processes hold different batch counts or one gets a batch of unreadable files."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -50,6 +51,17 @@ def _checkpoint(out):
     return torch.load(out / "checkpoint-last.pth", weights_only=True)
 
 
+def _damaged_copy(tree, folder):
+    """``tree`` with two unreadable validation files at positions 1 and 3 of the order: with
+    --batch_size 2 and --dist_eval, the second process's first batch holds nothing readable."""
+    shutil.copytree(tree / "val", folder / "val")
+    (folder / "train").symlink_to(tree / "train")  # the class indices
+    first_class = sorted((folder / "val").iterdir())[0]
+    for image in sorted(first_class.iterdir())[:2]:
+        (first_class / f"{image.stem}_bad.jpg").write_bytes(b"not an image")
+    return folder
+
+
 def _assert_states_close(got, expected):
     assert got["model"].keys() == expected["model"].keys()
     for key, value in expected["model"].items():
@@ -80,6 +92,8 @@ def test_fsdp_trains_evaluates_and_checkpoints_as_ddp(tree, tmp_path, monkeypatc
     words = [tiny_args(tree, tmp_path / name, *RECIPE, "--batch_size", 8, *extra) for name, extra in runs.items()]
     eval_words = ["--eval", "--resume", tmp_path / "fsdp" / "checkpoint-last.pth", "--dist_eval", "--batch_size", 2]
     words.append(tiny_args(tree, tmp_path / "fsdp_eval", "--strategy", "fsdp", *eval_words))  # 12 and 11 batches
+    damaged = _damaged_copy(tree, tmp_path / "damaged")
+    words.append(tiny_args(damaged, tmp_path / "fsdp_eval_damaged", "--strategy", "fsdp", *eval_words))
     assert _launch(words, tmp_path) == 0
 
     ddp, fsdp = _losses(tmp_path / "ddp"), _losses(tmp_path / "fsdp")
@@ -115,3 +129,6 @@ def test_fsdp_trains_evaluates_and_checkpoints_as_ddp(tree, tmp_path, monkeypatc
     assert (record["val/acc1"], record["val/acc5"]) == (single["acc1"], single["acc5"])
     assert record["val/acc1"] == val["fsdp"][-1]["val/acc1"]
     assert record["val/loss"] == pytest.approx(single["loss"], rel=1e-6)
+    (record,) = _records(tmp_path / "fsdp_eval_damaged", "eval")
+    assert (record["val/count"], record["val/num_skipped"]) == (VAL_IMAGES, 2)
+    assert (record["val/acc1"], record["val/acc5"]) == (single["acc1"], single["acc5"])
