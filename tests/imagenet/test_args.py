@@ -18,7 +18,8 @@ REFERENCE_DEFAULTS = {
     "local_rank": -1, "dist_on_itp": False, "dist_url": "env://",
 }
 VLKIT_ADDITIONS = {"patch_size": None, "embed_dim": None, "depth": None, "num_heads": None,
-                   "trust_checkpoint": False, "compile": "auto", "grad_checkpointing": 0, "optimizer_impl": "auto"}
+                   "trust_checkpoint": False, "compile": "auto", "grad_checkpointing": 0, "optimizer_impl": "auto",
+                   "strategy": "ddp", "fsdp_cpu_offload": False}
 # vlkit's one changed default: --nb_classes (the reference's 1000) is read from the class folders.
 
 
@@ -51,6 +52,7 @@ def test_flags_and_launcher_spellings():
     (["--grad_checkpointing", "-2"], "--grad_checkpointing -2: give N >= 0 blocks, or -1 for every block"),
     (["--mixup_mode", "row"], "--mixup_mode 'row'"),
     (["--accum_iter", "0"], "--accum_iter 0"),
+    (["--fsdp_cpu_offload"], "--fsdp_cpu_offload offloads FSDP shards: add --strategy fsdp"),
 ])
 def test_bad_values_exit_with_status_2_naming_the_argument(words, message, capsys):
     assert cli(words) == 2

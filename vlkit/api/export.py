@@ -1,10 +1,12 @@
-"""``vlkit export``: a run directory, a vlkit ``.ckpt`` or any checkpoint vlkit loads (with the
-presets and ``key=value`` words that describe its model) into a model folder (``folder.py``)."""
+"""``vlkit export``: a run directory, a vlkit ``.ckpt``, a sharded checkpoint folder
+(``strategy=fsdp``, consolidated into a temporary file first) or any checkpoint vlkit loads (with
+the presets and ``key=value`` words that describe its model) into a model folder (``folder.py``)."""
 from __future__ import annotations
 
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,31 +20,42 @@ from vlkit.api.classifier import export_classifier, is_classifier_checkpoint
 from vlkit.api.folder import RUN_FOLDER, folder_config, is_model_folder, write_model_folder
 from vlkit.config import resolve_config
 from vlkit.data.tokenizer import load_tokenizer
+from vlkit.engine.dcp_checkpoint import consolidate, is_sharded_checkpoint
 from vlkit.eval.metrics import file_sha256
 from vlkit.models.build import build_model
 from vlkit.models.checkpoints import LoadReport, apply_checkpoint, detect_format, read_checkpoint
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAMES = ("best.ckpt", "last.ckpt")
+CHECKPOINT_NAMES = ("best", "last")
+"""A run's checkpoints, in order of preference: ``checkpoints/NAME.ckpt`` (ddp) or ``checkpoints/NAME/`` (fsdp)."""
 ANSWER_HEADS = ("vqa_classifier", "text_decoder")
 
 
 @dataclass
 class Source:
-    """What an export reads: the resolved config, the checkpoint file and the run's metrics."""
+    """What an export reads: the resolved config, the checkpoint (file or sharded folder) and the run's metrics."""
 
     cfg: DictConfig
     checkpoint: str
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def _run_checkpoint(run_dir: Path) -> Path:
+def _find_run_checkpoint(run_dir: Path) -> Path | None:
+    """The run's best (else last) checkpoint file or sharded folder; None when it has neither."""
     for name in CHECKPOINT_NAMES:
-        if (run_dir / "checkpoints" / name).is_file():
-            return run_dir / "checkpoints" / name
-    raise FileNotFoundError(f"run directory {run_dir} holds no checkpoints/best.ckpt or last.ckpt; "
-                            "train it first or pass a checkpoint file")
+        for path in (run_dir / "checkpoints" / f"{name}.ckpt", run_dir / "checkpoints" / name):
+            if path.is_file() or is_sharded_checkpoint(path):
+                return path
+    return None
+
+
+def _run_checkpoint(run_dir: Path) -> Path:
+    path = _find_run_checkpoint(run_dir)
+    if path is None:
+        raise FileNotFoundError(f"run directory {run_dir} holds no checkpoints/best(.ckpt) or last(.ckpt); "
+                                "train it first or pass a checkpoint file")
+    return path
 
 
 def _metrics(run_dir: Path) -> dict[str, Any]:
@@ -64,13 +77,24 @@ def read_source_checkpoint(path: str, trust_checkpoint: bool) -> Mapping[str, An
     return read_checkpoint(path, "checkpoint", trust_checkpoint)
 
 
+def _read_with_digest(path: Path, trust_checkpoint: bool) -> tuple[Mapping[str, Any], str]:
+    """The checkpoint and the SHA-256 of the file read; a sharded folder is consolidated into a
+    temporary single file (``vlkit checkpoint consolidate``'s) and read from there."""
+    if not is_sharded_checkpoint(path):
+        return read_source_checkpoint(str(path), trust_checkpoint), file_sha256(str(path))
+    with tempfile.TemporaryDirectory() as scratch:
+        single = str(consolidate(path, Path(scratch) / f"{path.name}.ckpt"))
+        return read_source_checkpoint(single, trust_checkpoint), file_sha256(single)
+
+
 def resolve_source(source: str | os.PathLike, words: Sequence[str] = (),
-                   trust_checkpoint: bool = False) -> tuple[Source | None, Mapping[str, Any], str]:
-    """The config, checkpoint and metrics of ``source`` (run directory or checkpoint file), ``words``
-    applied on top of a saved config; also the checkpoint as read and its path. The source is None
+                   trust_checkpoint: bool = False) -> tuple[Source | None, Mapping[str, Any], str, str]:
+    """The config, checkpoint and metrics of ``source`` (run directory, checkpoint file or sharded
+    checkpoint folder), ``words`` applied on top of a saved config; also the checkpoint as read,
+    its path and the SHA-256 of the file read (a folder's consolidated file). The source is None
     for a ``vlkit imagenet`` classifier checkpoint (``vlkit.api.classifier``)."""
     path = Path(source)
-    if path.is_dir():
+    if path.is_dir() and not is_sharded_checkpoint(path):
         if is_model_folder(path):
             raise ValueError(f"{path} is already a model folder; load it with vlkit.load({str(path)!r})")
         if not (path / "config.yaml").is_file():
@@ -81,9 +105,9 @@ def resolve_source(source: str | os.PathLike, words: Sequence[str] = (),
     else:
         checkpoint_path = path
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
-    checkpoint = read_source_checkpoint(str(checkpoint_path), trust_checkpoint)
+    checkpoint, sha256 = _read_with_digest(checkpoint_path, trust_checkpoint)
     if is_classifier_checkpoint(checkpoint):
-        return None, checkpoint, str(checkpoint_path)
+        return None, checkpoint, str(checkpoint_path), sha256
     saved = _saved_config(checkpoint)
     if saved is None and run_dir is not None and (run_dir / "config.yaml").is_file():
         saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
@@ -92,7 +116,7 @@ def resolve_source(source: str | os.PathLike, words: Sequence[str] = (),
                          "that describe its model, e.g. `vlkit export FILE --out DIR with vlc_base task_finetune_vqa`")
     cfg = resolve_config(list(words), values=saved, source=f"the config saved with {checkpoint_path}")
     metrics = _metrics(run_dir) if run_dir is not None else {}
-    return Source(cfg, str(checkpoint_path), metrics), checkpoint, str(checkpoint_path)
+    return Source(cfg, str(checkpoint_path), metrics), checkpoint, str(checkpoint_path), sha256
 
 
 def answer_vocabulary(cfg: DictConfig, model: nn.Module) -> list[str] | None:
@@ -127,15 +151,14 @@ def export_source(source: str | os.PathLike, out: str | os.PathLike, words: Sequ
                   trust_checkpoint: bool = False) -> Source | None:
     """Write the model folder of ``source`` into ``out``; returns what was read (config, checkpoint,
     metrics; None for an image classifier)."""
-    resolved, checkpoint, path = resolve_source(source, words, trust_checkpoint)
+    resolved, checkpoint, path, sha256 = resolve_source(source, words, trust_checkpoint)
     if resolved is None:
-        export_classifier(checkpoint, path, file_sha256(path), out)
+        export_classifier(checkpoint, path, sha256, out)
         return None
     model, report = build_loaded_model(resolved.cfg, checkpoint, resolved.checkpoint)
     answers = answer_vocabulary(resolved.cfg, model)
     tokenizer = load_tokenizer(resolved.cfg.tokenizer)
-    card = model_card(resolved.cfg, model, resolved.checkpoint, file_sha256(resolved.checkpoint),
-                      resolved.metrics, report, answers)
+    card = model_card(resolved.cfg, model, resolved.checkpoint, sha256, resolved.metrics, report, answers)
     write_model_folder(out, resolved.cfg, model, tokenizer, answers, card)
     check_rebuilds(model, out)
     log.info("exported %s to %s", resolved.checkpoint, out)
@@ -167,10 +190,11 @@ def export(source: str | os.PathLike, out: str | os.PathLike, words: Sequence[st
 
 
 def export_best(run_dir: str | os.PathLike) -> Path | None:
-    """Export a finished run's best (else last) checkpoint into ``run_dir/model``; None when it
-    has no checkpoint or the export fails (the reason is logged: the run itself succeeded)."""
+    """Export a finished run's best (else last) checkpoint (file, or sharded folder under
+    ``strategy=fsdp``) into ``run_dir/model``; None when it has no checkpoint or the export fails
+    (the reason is logged: the run itself succeeded)."""
     run_dir = Path(run_dir)
-    if not any((run_dir / "checkpoints" / name).is_file() for name in CHECKPOINT_NAMES):
+    if _find_run_checkpoint(run_dir) is None:
         return None
     try:
         return export(run_dir, run_dir / RUN_FOLDER)

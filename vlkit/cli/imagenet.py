@@ -31,6 +31,7 @@ from vlkit.imagenet.recipe import (
     effective_batch_size,
     peak_lr,
 )
+from vlkit.imagenet.sharding import amp_dtype, full_state, load_optimizer_state, shard_classifier
 from vlkit.imagenet.train import EpochContext, train_one_epoch
 from vlkit.models.checkpoints import read_checkpoint
 from vlkit.utils import distributed
@@ -75,7 +76,8 @@ def _load_weights(model: nn.Module, args: argparse.Namespace) -> dict[str, Any] 
 def run_eval(model: nn.Module, args: argparse.Namespace, info: distributed.DistInfo, outputs: RunOutputs) -> dict:
     """``--eval``: one evaluation of the loaded weights."""
     loaders = build_loaders(args, info.rank, info.world_size, _pin(args, info), with_train=False)
-    stats = evaluate(model, loaders.val, info.device, sharded=args.dist_eval, progress=info.is_main)
+    stats = evaluate(model, loaders.val, info.device, sharded=args.dist_eval, progress=info.is_main,
+                     amp_dtype=amp_dtype(args))
     log.info(_accuracy_line(stats))
     outputs.record({"event": "eval", "step": 0, **{f"val/{k}": v for k, v in stats.items()},
                     "checkpoint": args.resume or args.finetune})
@@ -86,13 +88,13 @@ def _pin(args: argparse.Namespace, info: distributed.DistInfo) -> bool:
     return args.pin_mem and info.device.type == "cuda"
 
 
-def _resume_training(checkpoint: dict[str, Any] | None, optimizer, scaler, args) -> float:
+def _resume_training(checkpoint: dict[str, Any] | None, model: nn.Module, optimizer, scaler, args) -> float:
     """Continue a run: optimizer and scaler state, ``start_epoch``; returns the best top-1 so far."""
     if checkpoint is None or "optimizer" not in checkpoint or "epoch" not in checkpoint:
         return 0.0
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    load_optimizer_state(model, optimizer, checkpoint["optimizer"])
     args.start_epoch = int(checkpoint["epoch"]) + 1
-    if "scaler" in checkpoint:
+    if checkpoint.get("scaler"):  # (empty from a run without a scaler: CPU, fsdp)
         scaler.load_state_dict(checkpoint["scaler"])
     log.info("resuming after epoch %d of %s", checkpoint["epoch"], args.resume)
     return float(checkpoint.get("max_accuracy", 0.0))
@@ -107,17 +109,17 @@ def run_training(model: nn.Module, checkpoint: dict[str, Any] | None, args: argp
              lr * 256 / effective_batch_size(args, info.world_size), lr, args.accum_iter,
              effective_batch_size(args, info.world_size))
     optimizer = build_optimizer(model, args, lr)
-    scaler = torch.amp.GradScaler("cuda", enabled=info.device.type == "cuda")
-    max_accuracy = _resume_training(checkpoint, optimizer, scaler, args)
+    scaler = torch.amp.GradScaler("cuda", enabled=info.device.type == "cuda" and args.strategy == "ddp")
+    max_accuracy = _resume_training(checkpoint, model, optimizer, scaler, args)
     iters = len(loaders.train)
     mixup = build_mixup(args)
     trained = model
-    if info.is_distributed:
+    if info.is_distributed and args.strategy == "ddp":  # (fsdp: ``model`` is sharded already)
         device_ids = [info.device] if info.device.type == "cuda" else None
         trained = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     progress = ProgressBar(args.epochs * iters, min(args.start_epoch, args.epochs) * iters, enabled=info.is_main)
     ctx = EpochContext(build_criterion(args, mixup), optimizer, build_scheduler(optimizer, args, iters), scaler,
-                       mixup, info.device, progress, outputs.record)
+                       mixup, info.device, progress, outputs.record, amp_dtype(args))
     n_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
     started = time.time()
     test_stats: dict[str, Any] = {}
@@ -125,12 +127,12 @@ def run_training(model: nn.Module, checkpoint: dict[str, Any] | None, args: argp
         seed_everything(sample_seed(args.seed, epoch, info.rank))
         loaders.train_sampler.set_epoch(epoch)
         train_stats = train_one_epoch(trained, loaders.train, epoch, args, ctx)
-        test_stats = evaluate(model, loaders.val, info.device, sharded=args.dist_eval)
+        test_stats = evaluate(model, loaders.val, info.device, sharded=args.dist_eval, amp_dtype=amp_dtype(args))
         log.info(_accuracy_line(test_stats))
         improved = test_stats["acc1"] > max_accuracy or epoch == 0
         max_accuracy = max(max_accuracy, test_stats["acc1"])
         log.info("Max accuracy: %.2f%%", max_accuracy)
-        saved = training_checkpoint(model, optimizer, scaler, epoch, args, max_accuracy, test_stats)
+        saved = training_checkpoint(*full_state(model, optimizer), scaler, epoch, args, max_accuracy, test_stats)
         outputs.save(LAST, saved)
         if improved:
             outputs.save(BEST, saved)
@@ -148,7 +150,8 @@ def run_training(model: nn.Module, checkpoint: dict[str, Any] | None, args: argp
 
 
 def apply_performance_options(model: nn.Module, args: argparse.Namespace, device: torch.device) -> None:
-    """``--grad_checkpointing``, ``--compile`` and TF32 on CUDA, as the vlkit trainer applies them."""
+    """``--grad_checkpointing``, ``--compile`` and TF32 on CUDA, as the vlkit trainer applies them
+    (before ``--strategy fsdp`` shards the model)."""
     configure_cuda_math(device, None)
     apply_activation_checkpointing(model, True if args.grad_checkpointing == -1 else args.grad_checkpointing)
     mode = resolve_compile({"auto": None, "off": False}.get(args.compile, args.compile), device)
@@ -172,6 +175,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     checkpoint = _load_weights(model, args)
     model.to(info.device)
     apply_performance_options(model, args, info.device)
+    if args.strategy == "fsdp" and info.is_distributed:
+        model = shard_classifier(model, args, info.device)
+    elif args.strategy == "fsdp":
+        log.info("--strategy fsdp in one process: the model is not sharded (checkpoints are the same)")
     outputs = RunOutputs(args.output_dir, args.log_dir, enabled=info.is_main)
     try:
         if args.eval:

@@ -16,7 +16,8 @@ def command_export(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="vlkit export", description="Write a model folder (config.yaml, model.safetensors, tokenizer/, "
         "answers.json, preprocess.json, README.md) from a run directory or checkpoint file.")
-    parser.add_argument("source", help="run directory, vlkit .ckpt, or a foreign checkpoint (then give `with ...`)")
+    parser.add_argument("source", help="run directory, vlkit .ckpt, sharded checkpoint folder (strategy=fsdp), "
+                                       "or a foreign checkpoint (then give `with ...`)")
     parser.add_argument("--out", required=True, help="the model folder to write")
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="allow full unpickling of checkpoint formats that need it (only for files you trust)")

@@ -115,7 +115,7 @@ def load_sharded(path: str | os.PathLike, model: nn.Module,
     return trainer_state
 
 
-def _indexed_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:
+def indexed_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:
     """An optimizer state keyed by parameter name (DCP's) keyed by position, as ``Optimizer.state_dict``."""
     ids: dict[str, int] = {}
     groups = [{**group, "params": [ids.setdefault(name, len(ids)) for name in group["params"]]}
@@ -131,7 +131,7 @@ def consolidate(path: str | os.PathLike, out_file: str | os.PathLike) -> Path:
         flat_file = Path(scratch) / "flat.pt"
         dcp_to_torch_save(Path(path), flat_file)
         flat = torch.load(flat_file, map_location="cpu", weights_only=True)
-    optimizers = [_indexed_optimizer_state(flat[f"optimizer_{i}"])
+    optimizers = [indexed_optimizer_state(flat[f"optimizer_{i}"])
                   for i in range(trainer_state["num_optimizers"])]
     checkpoint = {key: value for key, value in trainer_state.items() if key != "num_optimizers"}
     checkpoint.update(state_dict=flat["model"], optimizer_states=optimizers)

@@ -106,6 +106,11 @@ def _distributed_arguments(parser: argparse.ArgumentParser) -> None:
                        help="set by torch.distributed.launch without --use_env (the environment wins)")
     group.add_argument("--dist_on_itp", action="store_true", help="read rank and world size from OpenMPI variables")
     group.add_argument("--dist_url", default="env://", help="rendezvous: env:// or tcp://HOST:PORT")
+    group.add_argument("--strategy", default="ddp", choices=("ddp", "fsdp"),
+                       help="vlkit: ddp (whole model per process) or fsdp (FSDP2: parameters, gradients and "
+                            "optimizer state sharded over the processes; bf16 mixed precision on CUDA)")
+    group.add_argument("--fsdp_cpu_offload", action="store_true",
+                       help="vlkit, with --strategy fsdp: keep the shards and optimizer state in CPU memory")
 
 
 def _performance_arguments(parser: argparse.ArgumentParser) -> None:
@@ -160,6 +165,8 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
             f"--batch_size {args.batch_size}: mixup/cutmix in {args.mixup_mode!r} mode pairs the "
             "images of a batch, so the batch size must be even"
         )
+    if args.fsdp_cpu_offload and args.strategy != "fsdp":
+        raise ValueError("--fsdp_cpu_offload offloads FSDP shards: add --strategy fsdp or leave it out")
     if args.eval and not (args.resume or args.finetune):
         raise ValueError("--eval needs the weights to evaluate: give --resume CKPT (or --finetune CKPT)")
     return args

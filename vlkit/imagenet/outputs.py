@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 import vlkit
 from vlkit.utils.atomic import atomic_torch_save
@@ -84,15 +83,15 @@ class RunOutputs:
             self._tensorboard = None
 
 
-def training_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                        epoch: int, args: argparse.Namespace, max_accuracy: float,
-                        test_stats: dict[str, float]) -> dict[str, Any]:
-    """The reference's checkpoint keys (``model``, ``optimizer``, ``epoch``, ``scaler``, ``args``,
-    here a plain dict so the file loads with ``weights_only``) plus the best top-1 so far and this
-    epoch's evaluation."""
+def training_checkpoint(model_state: dict[str, Any], optimizer_state: dict[str, Any],
+                        scaler: torch.amp.GradScaler, epoch: int, args: argparse.Namespace,
+                        max_accuracy: float, test_stats: dict[str, float]) -> dict[str, Any]:
+    """The reference's checkpoint keys (``model``, ``optimizer``: the whole model's state dicts,
+    ``sharding.full_state``; ``epoch``, ``scaler``, ``args``, here a plain dict so the file loads
+    with ``weights_only``) plus the best top-1 so far and this epoch's evaluation."""
     return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": model_state,
+        "optimizer": optimizer_state,
         "epoch": epoch,
         "scaler": scaler.state_dict(),
         "args": vars(args).copy(),

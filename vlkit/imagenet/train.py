@@ -1,5 +1,6 @@
-"""One training epoch: LR set at fractional epochs, mixup, gradient accumulation (DDP gradient
-sync only on the last micro-batch), AMP with a GradScaler on CUDA, optional gradient clipping."""
+"""One training epoch: LR set at fractional epochs, mixup, gradient accumulation (DDP / FSDP
+gradient sync only on the last micro-batch), AMP with a GradScaler on CUDA (bf16 without one
+under fsdp), optional gradient clipping (of sharded ``DTensor`` gradients too)."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +14,7 @@ import torch
 from timm.data import Mixup
 from timm.scheduler import CosineLRScheduler
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 from torch.utils.data import DataLoader
 
 from vlkit.engine.progress import ProgressBar
@@ -36,13 +38,19 @@ class EpochContext:
     progress: ProgressBar
     record: Callable[[dict], None]
     """Receives ``train`` records (rank 0 writes them)."""
+    amp_dtype: torch.dtype = torch.float16
+    """The CUDA autocast dtype (``sharding.amp_dtype``)."""
 
 
 def _max_lr(optimizer: torch.optim.Optimizer) -> float:
     return max(group["lr"] for group in optimizer.param_groups)
 
 
-def _no_sync(model: nn.Module, sync: bool):
+def _gradient_sync(model: nn.Module, sync: bool):
+    """Reduce gradients over the processes only when ``sync`` (DDP's ``no_sync``, FSDP2's flag)."""
+    if isinstance(model, FSDPModule):
+        model.set_requires_gradient_sync(sync)
+        return contextlib.nullcontext()
     if sync or not isinstance(model, nn.parallel.DistributedDataParallel):
         return contextlib.nullcontext()
     return model.no_sync()
@@ -66,8 +74,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, epoch: int, args: argp
         if ctx.mixup is not None:
             images, targets = ctx.mixup(images, targets)
         sync = (i + 1) % args.accum_iter == 0
-        with _no_sync(model, sync):
-            with autocast(ctx.device):
+        # the epoch's last micro-batch reduces too: its gradients are then dropped by zero_grad, as
+        # the reference drops them (FSDP2 would keep unreduced ones outside .grad, for the next epoch)
+        with _gradient_sync(model, sync or i + 1 == iters):
+            with autocast(ctx.device, ctx.amp_dtype):
                 loss = ctx.criterion(model(images), targets)
             ctx.scaler.scale(loss / args.accum_iter).backward()
         loss_value = loss.item()
@@ -79,7 +89,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, epoch: int, args: argp
         if sync:
             if args.clip_grad is not None:
                 ctx.scaler.unscale_(ctx.optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+                nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)  # global norm of DTensors too
             ctx.scaler.step(ctx.optimizer)
             ctx.scaler.update()
             ctx.optimizer.zero_grad(set_to_none=True)
