@@ -78,7 +78,7 @@ METER = Family(
 ALBEF_MODEL = ("model=cross_attention", "fusion_layer=1", "max_position_embeddings=0", "image_size=64",
                "mae_patch_drop=False", "train_transform_keys=[albef_test]", "val_transform_keys=[albef_test]")
 ALBEF = Family(
-    pretrain=("grit_pretrain", "tiny", *ALBEF_MODEL, "datasets=[coco,vg,sbu,gcc]", "learning_rate=5e-4"),
+    pretrain=("grit_pretrain", "tiny", *ALBEF_MODEL, "datasets=[coco,vg,sbu,gcc]", "learning_rate=1e-3"),
     model=("tiny", *ALBEF_MODEL), finetune_presets={},
 )
 FAMILIES = {"vlc": VLC, "meter": METER, "albef": ALBEF, "clipvil": None}

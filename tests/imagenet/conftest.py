@@ -49,3 +49,20 @@ def trained(tree, tmp_path_factory):
     args = parse(tiny_args(tree, out, "--batch_size", 32, "--epochs", EPOCHS, "--warmup_epochs", 1,
                            "--lr", "3e-3", "--layer_decay", "0.9"))
     return out, main(args)
+
+
+def run_crashing_in_epoch(monkeypatch, words, epoch: int) -> None:
+    """``main_finetune.py words`` stopped by an error as epoch ``epoch`` begins (its checkpoints
+    up to epoch ``epoch - 1`` written)."""
+    from vlkit.cli import imagenet as main_module
+    from vlkit.imagenet.train import train_one_epoch
+
+    def crash(model, loader, at, args, ctx):
+        if at == epoch:
+            raise RuntimeError("simulated crash")
+        return train_one_epoch(model, loader, at, args, ctx)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(main_module, "train_one_epoch", crash)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            main(parse(words))

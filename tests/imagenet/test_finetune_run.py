@@ -6,12 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import EPOCHS, NUM_CLASSES, VAL_IMAGES, parse, tiny_args
+from conftest import EPOCHS, NUM_CLASSES, VAL_IMAGES, parse, run_crashing_in_epoch, tiny_args
 from vlkit.cli import main as vlkit_main
 from vlkit.engine.logging import read_metrics
-from vlkit.cli import imagenet as main_module
 from vlkit.cli.imagenet import main
-from vlkit.imagenet.train import train_one_epoch
 
 REFERENCE_LOG_KEYS = {"train_lr", "train_loss", "test_loss", "test_acc1", "test_acc5", "epoch", "n_parameters"}
 
@@ -72,15 +70,7 @@ def test_a_run_resumed_after_a_crash_continues_exactly(tree, tmp_path, monkeypat
              "--cutmix", 1.0, "--accum_iter", 2)
     straight = main(parse(tiny_args(tree, tmp_path / "straight", *words)))
 
-    def crash_in_epoch_2(model, loader, epoch, args, ctx):
-        if epoch == 2:
-            raise RuntimeError("simulated crash")
-        return train_one_epoch(model, loader, epoch, args, ctx)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(main_module, "train_one_epoch", crash_in_epoch_2)
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            main(parse(tiny_args(tree, tmp_path / "crashed", *words)))
+    run_crashing_in_epoch(monkeypatch, tiny_args(tree, tmp_path / "crashed", *words), 2)
     assert torch.load(tmp_path / "crashed" / "checkpoint-last.pth", weights_only=True)["epoch"] == 1
     resumed = main(parse(tiny_args(tree, tmp_path / "crashed", *words, "--resume",
                                    tmp_path / "crashed" / "checkpoint-last.pth")))

@@ -12,13 +12,11 @@ import sys
 import pytest
 import torch
 
-from conftest import HERE, REPO, VAL_IMAGES, parse, tiny_args
-from vlkit.cli import imagenet as main_module
+from conftest import HERE, REPO, VAL_IMAGES, parse, run_crashing_in_epoch, tiny_args
 from vlkit.cli.imagenet import _load_weights, _resume_training, main
 from vlkit.engine.logging import read_metrics
 from vlkit.imagenet.models import build_classifier
 from vlkit.imagenet.recipe import build_optimizer
-from vlkit.imagenet.train import train_one_epoch
 
 RECIPE = ["--epochs", 2, "--warmup_epochs", 1, "--lr", "1e-3", "--drop_path", 0, "--dist_eval", "--accum_iter", 4,
           "--clip_grad", "0.05"]
@@ -75,15 +73,7 @@ def _assert_states_close(got, expected):
 
 def test_fsdp_trains_evaluates_and_checkpoints_as_ddp(tree, tmp_path, monkeypatch):
     # one process, batch 16: the two processes' batches of 8; stopped after epoch 0 of 2
-    def stop_in_epoch_1(model, loader, epoch, args, ctx):
-        if epoch == 1:
-            raise RuntimeError("stopped")
-        return train_one_epoch(model, loader, epoch, args, ctx)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(main_module, "train_one_epoch", stop_in_epoch_1)
-        with pytest.raises(RuntimeError, match="stopped"):
-            main(parse(tiny_args(tree, tmp_path / "single", *RECIPE, "--batch_size", 16)))
+    run_crashing_in_epoch(monkeypatch, tiny_args(tree, tmp_path / "single", *RECIPE, "--batch_size", 16), 1)
     single_epoch0 = tmp_path / "single" / "checkpoint-last.pth"
 
     runs = {"ddp": ["--strategy", "ddp"],
