@@ -35,14 +35,19 @@ def test_two_stage_pretraining_then_vqa_and_test_predictions(synthetic, tmp_path
     assert "module.answer_head.logit_fc.3.weight" not in torch.load(f"{one}_LXRT.pth")
 
     two = run("pretrain", flags(synthetic, *stage, "--taskQA", "--load", str(one), "--not_load_scheduler",
-                                "--not_load_adam_optimizer", "--output", str(snap / "pretrain/two")))
+                                "--not_load_adam_optimizer", "--output", str(snap / "pretrain/two"),
+                                "eval_image_ablation=True"))
     assert {"mlm_accuracy", "itm_accuracy", "qa_accuracy"} <= set(two["val"])
+    for name in ("mlm_accuracy", "itm_accuracy", "qa_accuracy"):  # the blank-image baseline, an override word
+        assert two["val"][f"{name}_image_gain"] == pytest.approx(two["val"][name] - two["val"][f"{name}_blank"])
     two_state = torch.load(snap / "pretrain/two/Epoch01_LXRT.pth")
     assert two_state["module.answer_head.logit_fc.3.weight"].shape[0] == synthetic["clipvil"]["qa_label_size"]
 
     vqa = run("vqa", flags(synthetic, "--train", "nominival", "--valid", "minival", "--loss_scale", "500",
-                           "--loadLXMERTQA", str(snap / "pretrain/two/Epoch01"), "--output", str(snap / "vqa/ft")))
+                           "--loadLXMERTQA", str(snap / "pretrain/two/Epoch01"), "--output", str(snap / "vqa/ft"),
+                           "eval_image_ablation=True"))
     assert 0 <= vqa["val"]["score"] <= 1
+    assert vqa["val"]["image_gain"] == pytest.approx(vqa["val"]["score"] - vqa["val"]["score_blank"])
     best = torch.load(snap / "vqa/ft/BEST.pth")
     assert "module.logit_fc.3.weight" in best and "module.lxrt_encoder.model.bert.pooler.dense.weight" in best
     # every reference key, those the model lacks carried over from the loaded stage-two file

@@ -129,3 +129,77 @@ def test_a_run_logs_and_records_the_blank_baseline(tmp_path, data_words):
     assert logged["val/dev_accuracy_blank"] == val["dev_accuracy_blank"]
     record = json.loads(next((run_dir / "evaluations").glob("val_step*.json")).read_text())
     assert record["metrics"]["image_gain"] == val["image_gain"]
+
+
+class _ClipVilStub(nn.Module):
+    """CLIP-ViL's ``infer`` and heads on hand-made batches. Text token 1 names a class c in {0, 1, 2};
+    the image lights channel k. MLM predicts token 1 from the text; ITM says "match" with logit
+    ``image[c] - 0.5`` (``looks=True``) or 0.5 (blind); QA and VQA answer the lit channel (``looks``)
+    or the text's class (blind)."""
+
+    def __init__(self, looks: bool):
+        super().__init__()
+        self.looks = looks
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def infer(self, text_ids, text_masks, image, pixel_mask=None):
+        named = nn.functional.one_hot(text_ids[:, 1] % 3, 3).float()
+        lit = image[:, :, 0, 0]
+        text_feats = nn.functional.one_hot(text_ids, 8).float()
+        return {"text_feats": text_feats, "cls_feats": torch.cat([named, lit], dim=1)}
+
+    def mlm_score(self, text_feats):
+        return text_feats
+
+    def itm_score(self, cls_feats):
+        named, lit = cls_feats[:, :3], cls_feats[:, 3:]
+        match = (named * lit).sum(1) - 0.5 if self.looks else torch.full_like(named[:, 0], 0.5)
+        return torch.stack([torch.zeros_like(match), match], dim=1)
+
+    def qa_head(self, cls_feats):
+        return cls_feats[:, 3:] if self.looks else cls_feats[:, :3]
+
+    vqa_classifier = qa_head
+
+
+def _clipvil_batches():
+    """Two batches of four: image k lit in channel ``lit``, text of class ``named`` (token 1 = 3 + class,
+    MLM label at position 1), ``itm_labels`` = (named == lit), QA / VQA answer = ``lit``."""
+    batches = []
+    for lit, named in (([0, 1, 2, 1], [0, 2, 2, 1]), ([2, 0, 0, 1], [2, 0, 1, 0])):
+        lit, named = torch.tensor(lit), torch.tensor(named)
+        images = torch.zeros(4, 3, 8, 8)
+        images[torch.arange(4), lit] = 1.0
+        ids = torch.stack([torch.zeros(4, dtype=torch.long), named + 3], dim=1)
+        mlm_labels = torch.stack([torch.full((4,), -100), named + 3], dim=1)
+        batches.append({"text_ids": ids, "text_ids_mlm": ids, "text_labels_mlm": mlm_labels,
+                        "text_masks": torch.ones_like(ids), "image": images,
+                        "image_pixel_mask": torch.ones(4, 8, 8, dtype=torch.uint8),
+                        "itm_labels": (named == lit).long(), "qa_labels": lit,
+                        "vqa_labels": [[int(k)] for k in lit], "vqa_scores": [[1.0]] * 4, "qid": torch.arange(4)})
+    return batches
+
+
+@pytest.mark.parametrize("looks", [False, True])
+def test_clipvil_pretraining_and_vqa_gain_nothing_exactly_when_the_model_ignores_pixels(looks, synthetic):
+    """CLIP-ViL's two tasks on the hand-made batches: blind stubs gain exactly 0 on every metric;
+    the looking stub is right on all 8 examples and, with blank images, only where the answer is
+    "no match" or 0 (3 of 8 each)."""
+    from vlkit.tasks.clipvil import ClipVilPretrainTask, ClipVilVqaTask
+
+    model, loader = _ClipVilStub(looks), _clipvil_batches()
+    pretrain = ClipVilPretrainTask(resolve_config(["clipvil_pretrain", "clipvil_tiny", "qa_label_size=3"]))
+    out = with_image_ablation(pretrain, model, loader, "val", pretrain.evaluate(model, loader))
+    vqa = ClipVilVqaTask(resolve_config(["clipvil_vqa", "clipvil_tiny", f"data_root={synthetic['clipvil']['root']}",
+                                         "vqav2_label_size=25"]))
+    out_vqa = with_image_ablation(vqa, model, loader, "val", vqa.evaluate(model, loader))
+    assert out["mlm_accuracy"] == out["mlm_accuracy_blank"] == 1.0 and out["mlm_accuracy_image_gain"] == 0.0
+    if looks:  # blank: ITM says "no match" (right on the 3 mismatched), QA and VQA answer 0 (right on 3)
+        assert (out["itm_accuracy"], out["qa_accuracy"], out_vqa["score"]) == (1.0, 1.0, 1.0)
+        assert out["itm_accuracy_blank"] == pytest.approx(3 / 8) and out["image_gain"] == pytest.approx(5 / 8)
+        assert out["qa_accuracy_blank"] == pytest.approx(3 / 8)
+        assert out_vqa["score_blank"] == pytest.approx(3 / 8) and out_vqa["image_gain"] == pytest.approx(5 / 8)
+    else:
+        for name in ("itm_accuracy", "qa_accuracy", "mlm_accuracy"):
+            assert out[f"{name}_blank"] == out[name] and out[f"{name}_image_gain"] == 0.0
+        assert out_vqa["score_blank"] == out_vqa["score"] and out_vqa["image_gain"] == 0.0
