@@ -20,7 +20,10 @@ SEED_COMMANDS = {
     "nlvr2": "task_finetune_nlvr2_clip_bert per_gpu_batchsize=32 clip16 text_roberta image_size=288 clip_randaug",
     "snli": "task_finetune_snli_clip_bert per_gpu_batchsize=8 clip16 text_roberta image_size=384 clip_randaug",
 }
-TINY = ["meter_tiny", "image_size=32", "max_text_len=16", "drop_rate=0.0", "progress_bar=False", "learning_rate=5e-4"]
+# METER's own 5x on heads and co-attention (meter_tiny turns it off so that a random model grounds
+# over hundreds of steps; these 8-step single-batch fits were sized with it)
+TINY = ["meter_tiny", "image_size=32", "max_text_len=16", "drop_rate=0.0", "progress_bar=False", "learning_rate=5e-4",
+        "lr_mult_head=5", "lr_mult_cross_modal=5"]
 STEPS, BATCH = 8, 4
 
 
