@@ -76,6 +76,12 @@ def _section(enabled: bool, title: str, body: str, reason: str) -> str:
     return f"<section><h3>{title}</h3>{body}</section>"
 
 
+def _picture_form(kind: str) -> str:
+    """A text box and a button that draws the ``kind`` picture (``elip`` or ``align``) for it."""
+    return (f'<input id="{kind}_text" size="50" value="a red circle"> '
+            f'<button id="{kind}" onclick="picture(\'{kind}\')">Show</button><div id="{kind}_out"></div>')
+
+
 def page(model: Any, capabilities: dict[str, bool], max_upload_bytes: int) -> str:
     """The page for ``model``; sections for what it cannot do say why."""
     name = html.escape(f"{model.cfg.exp_name} ({model.cfg.model})")
@@ -89,12 +95,10 @@ def page(model: Any, capabilities: dict[str, bool], max_upload_bytes: int) -> st
                  '<button id="score" onclick="score()">Score</button><div id="scores"></div>',
                  "this model has no ITM head (pre-train it with loss_names.itm=1)"),
         _section(capabilities["elip"], "ELIP: which patches are kept",
-                 '<input id="elip_text" size="50" value="a red circle"> '
-                 '<button id="elip" onclick="picture(\'elip\')">Show</button><div id="elip_out"></div>',
+                 _picture_form("elip"),
                  "this model prunes no image tokens (train it with an ELIP preset)"),
         _section(capabilities["align"], "Word-to-patch alignment",
-                 '<input id="align_text" size="50" value="a red circle"> '
-                 '<button id="align" onclick="picture(\'align\')">Show</button><div id="align_out"></div>',
+                 _picture_form("align"),
                  "alignment maps are drawn for single-stream models (VLC / ViLT)"),
     ]
     return f"""<!doctype html>
