@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import platform
 import statistics
@@ -46,9 +47,11 @@ from vlkit.cli.quickstart import FINETUNES, Finetune, chance_level, load_or_synt
 from vlkit.cli.synth import data_arguments  # noqa: E402
 from vlkit.cli.training import train_or_test  # noqa: E402
 from vlkit.config import resolve_config  # noqa: E402
+from vlkit.engine.logging import read_metrics  # noqa: E402
 
-NO_AUGMENTATION = ("train_transform_keys=[mae_test]", "val_transform_keys=[mae_test]")
-"""64-px scenes of coloured shapes lose their answers to random crops and colour operations."""
+NO_AUGMENTATION = ("train_transform_keys=[mae_test]", "val_transform_keys=[mae_test]", "cache_images=True")
+"""64-px scenes of coloured shapes lose their answers to random crops and colour operations; with a
+fixed transform every image is decoded once (``cache_images``)."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,8 @@ METER = Family(
                       "task_finetune_snli_mae_randaug": "task_finetune_snli_clip_bert"},
 )
 ALBEF_MODEL = ("model=cross_attention", "fusion_layer=1", "max_position_embeddings=0", "image_size=64",
-               "mae_patch_drop=False", "train_transform_keys=[albef_test]", "val_transform_keys=[albef_test]")
+               "mae_patch_drop=False", "train_transform_keys=[albef_test]", "val_transform_keys=[albef_test]",
+               "cache_images=True")
 ALBEF = Family(
     pretrain=("grit_pretrain", "tiny", *ALBEF_MODEL, "datasets=[coco,vg,sbu,gcc]", "learning_rate=1e-3"),
     model=("tiny", *ALBEF_MODEL), finetune_presets={},
@@ -87,16 +91,23 @@ ALBEF_PLAIN = Family(pretrain=(*ALBEF.pretrain, "itm_negatives=random", "draw_fa
 GRIT's hardest in-batch negatives and grouped batches: at tiny size only this one grounds its ITM
 head (docs/results.md section 6)."""
 FAMILIES = {"vlc": VLC, "meter": METER, "albef": ALBEF, "albef_plain": ALBEF_PLAIN, "clipvil": None}
+COMPARISON_JOBS = {"albef_shuffled": "albef", "vlc_mae": "vlc"}
+"""Jobs that only feed a comparison, and the family they come with."""
 RETRIEVAL = next(task for task in FINETUNES if task.metric == "r_mean")
 VQA = next(task for task in FINETUNES if task.metric == "vqa_accuracy")
 ELIP_ON = ("img_prune.begin_layer=[1,2]", "img_prune.num_act_layers=[1,1]", "img_prune.keep_ratio=[0.7,0.5]")
 """``meter_tiny``'s own ELIP stages (prune 30 % of the image tokens after block 1, then half of the rest)."""
 
 
+CURVE_INTERVAL = 100
+"""Pre-training validates every this many steps: the ITM curve that ``steps_to_itm`` reads."""
+ITM_TARGET = 0.7
+
+
 def pretrain_words(family: Family, data: list[str], out: Path, name: str, steps: int, seed: int) -> list[str]:
     return [*family.pretrain, *data, f"log_dir={out}", f"run_name={name}", f"max_steps={steps}",
-            f"val_check_interval={steps}", "warmup_steps=0.1", f"seed={seed}", "eval_image_ablation=True",
-            "progress_bar=False"]
+            f"val_check_interval={min(steps, CURVE_INTERVAL)}", "warmup_steps=0.1", f"seed={seed}",
+            "eval_image_ablation=True", "progress_bar=False"]
 
 
 def finetune_words(family: Family, task: Finetune, data: list[str], out: Path, name: str, steps: int,
@@ -117,9 +128,22 @@ def finetune(family: Family, task: Finetune, data: list[str], out: Path, name: s
 
 def pretrain(family: Family, data: list[str], out: Path, name: str, steps: int, seed: int,
              *extra: str) -> tuple[str, dict[str, float]]:
-    """The last checkpoint and validation metrics of one pre-training run."""
+    """The last checkpoint and final validation metrics of one pre-training run, plus
+    ``steps_to_itm`` (the first validation step with ITM accuracy >= ``ITM_TARGET``)."""
     summary = train_or_test(resolve_config([*pretrain_words(family, data, out, name, steps, seed), *extra]))
-    return summary["last_checkpoint"], summary["val"]
+    return summary["last_checkpoint"], {**summary["val"], "steps_to_itm": steps_to_itm(Path(summary["run_dir"]))}
+
+
+def steps_to_itm(run_dir: Path) -> float:
+    """The first validation step of a run whose ITM accuracy reached ``ITM_TARGET`` (inf: never)."""
+    for record in read_metrics(run_dir / "metrics.jsonl"):
+        if record.get("event") == "val" and record.get("val/itm_accuracy", 0.0) >= ITM_TARGET:
+            return record["step"]
+    return math.inf
+
+
+def pretrain_figures(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if "accuracy" in k or "chance" in k or k == "steps_to_itm"}
 
 
 def task_row(task: Finetune, scratch: dict[str, float], pretrained: dict[str, float]) -> dict[str, float]:
@@ -138,7 +162,7 @@ def run_family(name: str, data: list[str], out: Path, steps: int, scale: float, 
     blank / scratch / chance, plus METER's ELIP-on VQA and ALBEF's retrieval R@1."""
     family = FAMILIES[name]
     checkpoint, metrics = pretrain(family, data, out, f"{name}_pretrain_s{seed}", steps, seed)
-    result: dict[str, Any] = {"pretrain": {k: v for k, v in metrics.items() if "accuracy" in k or "chance" in k}}
+    result: dict[str, Any] = {"pretrain": pretrain_figures(metrics)}
     for task in FINETUNES:
         runs = {origin: finetune(family, task, data, out, f"{name}_{task.preset}_{origin}_s{seed}", scale, seed,
                                  load_path)
@@ -160,6 +184,17 @@ def run_random_sampling(data: list[str], out: Path, steps: int, scale: float, se
     return {"retrieval_r1": recall_at_1(metrics)}
 
 
+def run_vlc_from_mae(data: list[str], out: Path, steps: int, seed: int) -> dict[str, Any]:
+    """VLC's whole recipe: MAE image pre-training (half the steps), then the VLC family's
+    pre-training from that ViT (``pretrain_path``): its figures and steps to ITM 0.7."""
+    mae = out / f"vlc_mae_s{seed}.pth"
+    train_or_test(resolve_config(["task_mae_pretrain", "tiny", *data, f"log_dir={out}", f"run_name=mae_s{seed}",
+                                  f"max_steps={steps // 2}", f"val_check_interval={steps // 2}", "warmup_steps=0.05",
+                                  "learning_rate=1e-3", f"seed={seed}", f"mae_checkpoint={mae}", "progress_bar=False"]))
+    _, metrics = pretrain(VLC, data, out, f"vlc_from_mae_pretrain_s{seed}", steps, seed, f"pretrain_path={mae}")
+    return {"pretrain": pretrain_figures(metrics)}
+
+
 def run_clipvil(info: dict[str, Any], out: Path, scale: float, seed: int) -> dict[str, Any]:
     from clipvil_synthetic import run_seed
 
@@ -176,6 +211,8 @@ def run_job(job: str, seed: int, info: dict[str, Any], out: Path, steps: int, sc
         result = run_clipvil(info, runs, scale, seed)
     elif job == "albef_shuffled":
         result = run_random_sampling(data, runs, steps, scale, seed)
+    elif job == "vlc_mae":
+        result = run_vlc_from_mae(data, runs, steps, seed)
     else:
         result = run_family(job, data, runs, steps, scale, seed)
     result["seconds"] = time.perf_counter() - started
@@ -183,8 +220,13 @@ def run_job(job: str, seed: int, info: dict[str, Any], out: Path, steps: int, sc
 
 
 def mean_std(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {spread:.3f}"
+    """``mean ± std`` of the finite values, and how many were infinite ("never" reached)."""
+    finite = [value for value in values if math.isfinite(value)]
+    never = f" ({len(values) - len(finite)} never)" if len(finite) < len(values) else ""
+    if not finite:
+        return "never"
+    spread = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return f"{statistics.mean(finite):.3f} ± {spread:.3f}{never}"
 
 
 def family_rows(family: str, seeds: list[dict[str, Any]]) -> list[str]:
@@ -213,9 +255,16 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
     lines = ["| family | task | pre-trained | blank images | image gain | from scratch | chance |",
              "|---|---|---|---|---|---|---|"]
     for family, seeds in results.items():
-        if family != "albef_shuffled":
+        if family not in COMPARISON_JOBS:
             lines += family_rows(family, seeds)
     comparisons = []
+    if "vlc" in results and "vlc_mae" in results:
+        comparisons.append((f"VLC pre-training steps to ITM {ITM_TARGET} (validation every {CURVE_INTERVAL})",
+                            "random ViT", [s["pretrain"]["steps_to_itm"] for s in results["vlc"]],
+                            "MAE ViT", [s["pretrain"]["steps_to_itm"] for s in results["vlc_mae"]]))
+        comparisons.append(("VLC pre-training ITM accuracy", "random ViT",
+                            [s["pretrain"]["itm_accuracy"] for s in results["vlc"]],
+                            "MAE ViT", [s["pretrain"]["itm_accuracy"] for s in results["vlc_mae"]]))
     if "albef" in results and "albef_shuffled" in results:
         grit = [s["retrieval_r1"] for s in results["albef"]]
         shuffled = [s["retrieval_r1"] for s in results["albef_shuffled"]]
@@ -235,8 +284,7 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
 def jobs_of(families: list[str], seeds: int) -> list[tuple[str, int]]:
     """Every (job, seed), the slowest families first so that the pool ends evenly."""
     names = [name for name in ("meter", "albef", "albef_plain", "vlc", "clipvil") if name in families]
-    if "albef" in families:
-        names.append("albef_shuffled")
+    names += [job for job, family in COMPARISON_JOBS.items() if family in families]
     return [(name, seed) for name in names for seed in range(seeds)]
 
 

@@ -239,6 +239,29 @@ def test_false_texts_need_texts_in_two_rows(tmp_path, make_cfg, tokenizer, write
 # --- VQA ---
 
 
+def test_cached_images_equal_decoded_ones_and_are_decoded_once(build, monkeypatch):
+    plain = build("vg", "train", train_transform_keys=["mae_test"])
+    expected = [plain.load_image("image", row) for row in range(3)]
+    cached = build("vg", "train", train_transform_keys=["mae_test"], cache_images=True)
+    decoded = []
+    original = type(cached).decode_image
+
+    def count(self, column, row):
+        decoded.append(row)
+        return original(self, column, row)
+
+    monkeypatch.setattr(type(cached), "decode_image", count)
+    for _ in range(3):
+        for row in range(3):
+            assert torch.equal(cached.load_image("image", row), expected[row])
+    assert sorted(decoded) == [0, 1, 2]
+
+
+def test_caching_a_random_transform_is_refused(build):
+    with pytest.raises(ValueError, match="transform 'mae' is random"):
+        build("vg", "train", train_transform_keys=["mae"], cache_images=True)
+
+
 def test_vqa_train_questions_and_targets(build):
     dataset = build("vqa", "train")
     assert dataset.tables.names == ["vqav2_train", "vqav2_trainable_val"]

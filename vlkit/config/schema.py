@@ -39,6 +39,10 @@ class Config:
     max_image_len: int = -1
     draw_false_image: int = 1
     image_only: bool = False
+    cache_images: bool = False
+    """Keep every image in memory once decoded and transformed (only with a deterministic transform,
+    e.g. ``mae_test``; 3·S²·4 bytes an image per dataloader worker): for small data sets such as the
+    synthetic one, whose tiny runs otherwise spend most of a step decoding."""
     vqav2_label_size: int = 3129
     max_text_len: int = 40
     tokenizer: str = "bert-base-uncased"

@@ -185,6 +185,10 @@ TRANSFORMS: dict[str, Callable[[int], ImageTransform]] = {
 }
 
 
+DETERMINISTIC_TRANSFORMS = frozenset({"albef_test", "clip", "imagenet", "mae_test", "pixelbert"})
+"""Keys of the transforms without randomness: an image's result never changes (``cache_images``)."""
+
+
 def build_transform(key: str, image_size: int) -> ImageTransform:
     """The transform named ``key`` for side ``image_size``."""
     if key not in TRANSFORMS:

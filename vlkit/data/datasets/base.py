@@ -27,7 +27,7 @@ from transformers import PreTrainedTokenizerBase
 
 from vlkit.data.arrow import ArrowTables
 from vlkit.data.tokenizer import encode_text
-from vlkit.data.transforms import build_transform
+from vlkit.data.transforms import DETERMINISTIC_TRANSFORMS, build_transform
 from vlkit.utils.seeding import SampleKey, seeded, split_key
 
 logger = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class ArrowDataset(Dataset):
         draw_false_image: int = 0,
         draw_false_text: int = 0,
         image_only: bool = False,
+        cache_images: bool = False,
     ):
         self.split = split
         self.label = f"dataset {self.name!r} split {split!r}"
@@ -108,6 +109,12 @@ class ArrowDataset(Dataset):
             raise ValueError(f"{self.label}: transform_keys is empty; give at least one, e.g. ['mae']")
         transforms = [build_transform(key, image_size) for key in transform_keys]
         self.transform = transforms[0]  # the model reads one view: the first key's (as the reference)
+        if cache_images and transform_keys[0] not in DETERMINISTIC_TRANSFORMS:
+            raise ValueError(
+                f"{self.label}: cache_images=True keeps each image as first transformed, but transform "
+                f"{transform_keys[0]!r} is random; use one of {sorted(DETERMINISTIC_TRANSFORMS)} or cache_images=False"
+            )
+        self._image_cache: dict[tuple[str, int], torch.Tensor] | None = {} if cache_images else None
         self.tokenizer = tokenizer
         self.max_text_len = max_text_len
         self.draw_false_image = draw_false_image
@@ -162,6 +169,7 @@ class ArrowDataset(Dataset):
             draw_false_image=cfg.draw_false_image,
             draw_false_text=cfg.draw_false_text,
             image_only=cfg.image_only,
+            cache_images=cfg.cache_images,
             **cls.config_options(cfg),
         )
 
@@ -254,7 +262,16 @@ class ArrowDataset(Dataset):
         return {key: text, **{f"{key}_{field}": tensor for field, tensor in encoded.items()}}
 
     def load_image(self, column: str, row: int) -> torch.Tensor:
-        """Decode the image in ``column`` of ``row`` and apply the transform."""
+        """The image in ``column`` of ``row``, transformed (kept in memory with ``cache_images``)."""
+        if self._image_cache is None:
+            return self.transform(self.decode_image(column, row))
+        key = (column, row)
+        if key not in self._image_cache:
+            self._image_cache[key] = self.transform(self.decode_image(column, row))
+        return self._image_cache[key]
+
+    def decode_image(self, column: str, row: int) -> Image.Image:
+        """The RGB image in ``column`` of ``row``; ``BrokenImageError`` if it cannot be decoded."""
         data = self.tables.value(column, row)
         try:
             if not data:
@@ -266,7 +283,7 @@ class ArrowDataset(Dataset):
                 f"{self.label}: cannot decode {column!r} of table {self.tables.names[table]!r} row "
                 f"{local_row} (image_id {self._image_id(row)!r}): {err}"
             ) from err
-        return self.transform(image)
+        return image
 
     def _image_id(self, row: int) -> Any:
         for column in ("image_id", "identifier"):

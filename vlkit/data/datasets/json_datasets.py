@@ -156,8 +156,8 @@ class JsonDataset(ArrowDataset):
         """The cleaned texts of ``row``, in file order."""
         return [self.clean_text(text) for text in self.tables.row_texts(row)]
 
-    def load_image(self, column: str, row: int) -> torch.Tensor:
-        """Open the image file of ``column`` of ``row`` and apply the transform."""
+    def decode_image(self, column: str, row: int) -> Image.Image:
+        """The RGB image in the file of ``column`` of ``row``."""
         path = self.tables.image(row, self.image_columns.index(column))
         try:
             with Image.open(path) as opened:
@@ -166,7 +166,7 @@ class JsonDataset(ArrowDataset):
             raise BrokenImageError(
                 f"{self.label}: cannot open {column!r} of {self.tables.where(row)} ({path}): {err}"
             ) from err
-        return self.transform(image)
+        return image
 
 
 class JsonPretrainDataset(JsonDataset):
