@@ -204,7 +204,7 @@ def run_clipvil(info: dict[str, Any], out: Path, scale: float, seed: int) -> dic
 def run_job(job: str, seed: int, info: dict[str, Any], out: Path, steps: int, scale: float) -> dict[str, Any]:
     """One job in a worker process of one thread: a family (or ``albef_shuffled``) at one seed."""
     torch.set_num_threads(1)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     data = data_arguments(str(out / "data"), info).split()
     runs = out / "runs"
     if job == "clipvil":
@@ -216,6 +216,7 @@ def run_job(job: str, seed: int, info: dict[str, Any], out: Path, steps: int, sc
     else:
         result = run_family(job, data, runs, steps, scale, seed)
     result["seconds"] = time.perf_counter() - started
+    result["cpu_seconds"] = time.process_time() - cpu_started  # the job's time on an idle core
     return result
 
 
@@ -315,7 +316,7 @@ def main() -> None:
             result = future.result()
             (out / "jobs" / f"{job}_s{seed}.json").write_text(json.dumps(result, indent=2) + "\n")
             results.setdefault(job, []).append(result)
-            print(f"done: {job} seed {seed} ({result['seconds']:.0f} s)", flush=True)
+            print(f"done: {job} seed {seed} ({result['seconds']:.0f} s, {result['cpu_seconds']:.0f} s of CPU)", flush=True)
     report = {"date": date.today().isoformat(), "machine": f"{platform.processor() or platform.machine()}, "
               f"{args.workers} workers of 1 thread", "args": vars(args), "seconds": time.perf_counter() - started,
               "results": results}
