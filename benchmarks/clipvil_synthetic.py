@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """CLIP-ViL on the synthetic set (docs/benchmarks.md): a CLIP-style contrastive warm-up of the tiny
 ResNet and a text tower (``vlkit.clipvil.contrastive``, loaded with ``--clip_path`` as the published
-model loads CLIP), stage one (MLM + ITM), stage two (+ QA) from stage one's last checkpoint, VQA from stage two's QA head, and VQA from scratch for comparison,
-all through the seed's command line (``vlkit.cli.clipvil``) with ``clipvil_tiny`` on the CPU, every
-evaluation with its blank-image baseline (``eval_image_ablation``).
+model loads CLIP), stage one (MLM + ITM), stage two (+ QA) from stage one's last checkpoint, VQA
+from stage two's QA head, and VQA from scratch (a random ResNet) for comparison, all through the
+seed's command line (``vlkit.cli.clipvil``) with ``clipvil_tiny`` on the CPU, every evaluation with
+its blank-image baseline (``eval_image_ablation``).
 
     python benchmarks/clipvil_synthetic.py [--images 400] [--seed 0] [--scale 1] [--out runs/clipvil_synthetic]
 

@@ -15,7 +15,7 @@ import math
 import os
 import random
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -67,7 +67,7 @@ class CaptionImages:
     tokenized captions (N lists of (L,) id tensors)."""
 
     images: torch.Tensor
-    captions: list[list[torch.Tensor]] = field(default_factory=list)
+    captions: list[list[torch.Tensor]]
 
 
 def read_split(cfg: ContrastiveConfig, names: Sequence[str], tokenizer) -> CaptionImages:
