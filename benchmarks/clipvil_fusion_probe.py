@@ -24,6 +24,7 @@ from torch import nn
 
 from vlkit.cli.clipvil import build_parser, pretrain_values
 from vlkit.config import resolve_config
+from vlkit.data.tokenizer import load_tokenizer
 from vlkit.objectives import itm_loss
 from vlkit.tasks.ablation import blank_images
 from vlkit.tasks.clipvil import ClipVilPretrainTask
@@ -50,14 +51,15 @@ class FrozenGrid(nn.Module):
 
 
 def build(args) -> tuple[ClipVilPretrainTask, nn.Module]:
+    tokenizer = os.path.join(args.data, "tokenizer")
     flags = ["--llayers", "2", "--xlayers", "0", "--rlayers", "0", "--visualbert_style", "--input_raw_images",
              "--use_clip", "--clip_model_name", "RN50", "--use_positional_embedding", "--taskMatched",
              "--objMaskRate", "0.0", "--train", "mscoco_train,mscoco_nominival,vgnococo", "--valid", "mscoco_minival",
              "--seed", str(args.seed), "--data_root", os.path.join(args.data, "clipvil"),
-             "--tokenizer", os.path.join(args.data, "tokenizer"), "--device", "cpu", "--clip_path", args.clip,
+             "--tokenizer", tokenizer, "--device", "cpu", "--clip_path", args.clip,
              *(["--taskMaskLM"] if args.mlm else []),
              *([] if args.all_sentences else ["--limit_source", "vqa,visual7w"]), "clipvil_tiny",
-             f"vocab_size={args.vocab_size}", f"max_text_len={PAIR_TEXT_LEN if args.pair_steps else 20}"]
+             f"vocab_size={len(load_tokenizer(tokenizer))}", f"max_text_len={PAIR_TEXT_LEN if args.pair_steps else 20}"]
     parsed = build_parser("pretrain").parse_intermixed_args(flags)
     task = ClipVilPretrainTask(resolve_config(parsed.overrides, pretrain_values(parsed), "probe", base=["clipvil"]))
     torch.manual_seed(args.seed)
@@ -122,7 +124,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="write_synthetic's folder (holding clipvil/ and tokenizer/)")
     parser.add_argument("--clip", default="", help="CLIP file for the ResNet (empty: a random ResNet)")
-    parser.add_argument("--vocab_size", type=int, default=161)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--pair_steps", type=int, default=0)
     parser.add_argument("--mlm", action="store_true")
