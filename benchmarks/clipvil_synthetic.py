@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""CLIP-ViL on the synthetic set (docs/benchmarks.md): stage one (MLM + ITM), stage two (+ QA) from
-stage one's last checkpoint, VQA from stage two's QA head, and VQA from scratch for comparison,
-all through the seed's command line (``vlkit.cli.clipvil``) with ``clipvil_tiny`` on the CPU, every
-evaluation with its blank-image baseline (``eval_image_ablation``).
+"""CLIP-ViL on the synthetic set (docs/benchmarks.md): a CLIP-style contrastive warm-up of the tiny
+ResNet and a text tower (``vlkit.clipvil.contrastive``, loaded with ``--clip_path`` as the published
+model loads CLIP), stage one (MLM + ITM), stage two (+ QA) from stage one's last checkpoint, VQA
+from stage two's QA head, and VQA from scratch (a random ResNet) for comparison, all through the
+seed's command line (``vlkit.cli.clipvil``) with ``clipvil_tiny`` on the CPU, every evaluation with
+its blank-image baseline (``eval_image_ablation``).
 
     python benchmarks/clipvil_synthetic.py [--images 400] [--seed 0] [--scale 1] [--out runs/clipvil_synthetic]
 
@@ -20,14 +22,15 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from vlkit.cli.clipvil import run  # noqa: E402
+from vlkit.cli.clipvil import clip_pretrain, run  # noqa: E402
 from vlkit.data.synthetic import write_synthetic  # noqa: E402
 
 PRETRAIN = ["--train", "mscoco_train,mscoco_nominival,vgnococo", "--valid", "mscoco_minival", "--taskMaskLM",
             "--taskMatched", "--objMaskRate", "0.0", "--aspect_ratio_group_factor", "0"]
 VQA = ["--train", "train,nominival", "--valid", "minival", "--loss_scale", "500"]
-STEPS = {"one": 400, "two": 200, "vqa": 150}
-"""Optimizer steps of each run at ``scale=1`` (batch 16): about 150 s for a seed in one thread."""
+STEPS = {"clip": 300, "one": 400, "two": 200, "vqa": 150}
+"""Optimizer steps of each run at ``scale=1`` (batch 32 for the contrastive warm-up, 16 for the rest):
+about 70 s + 150 s for a seed in one thread."""
 
 
 def flags(data: dict, output: str, seed: int, steps: int, *extra: str) -> list[str]:
@@ -55,22 +58,30 @@ def _pick(val: dict, names: tuple[str, ...]) -> dict:
 
 
 def run_seed(data: dict, out: str, seed: int, scale: float = 1.0) -> dict:
-    """Stage one, stage two, VQA from stage two and VQA from scratch for one ``seed`` on the synthetic
-    set ``data`` (``write_synthetic``'s summary); ``scale`` multiplies every run's steps. Returns
-    ``pretrain`` (stage two's ITM, QA, MLM with blank-image values, ``itm_chance``, and stage one's
-    ITM as ``stage_one_*``), ``VQAv2`` (pre-trained / scratch score and their blank values, ``chance``)
+    """The contrastive warm-up, stage one and stage two from its CLIP file, VQA from stage two and
+    VQA from scratch (a random ResNet) for one ``seed`` on the synthetic set ``data``
+    (``write_synthetic``'s summary); ``scale`` multiplies every run's steps. Returns ``clip`` (the
+    warm-up's first and final loss, validation retrieval accuracies and their chance), ``pretrain``
+    (stage two's ITM, QA, MLM with blank-image values, ``itm_chance``, and stage one's ITM as
+    ``stage_one_*``), ``VQAv2`` (pre-trained / scratch score and their blank values, ``chance``)
     and ``seconds``."""
     steps = {name: max(2, round(count * scale)) for name, count in STEPS.items()}
     snap, started = os.path.join(out, f"seed{seed}"), time.perf_counter()
-    one = run("pretrain", flags(data, f"{snap}/one", seed, steps["one"], *PRETRAIN))["val"]
-    two = run("pretrain", flags(data, f"{snap}/two", seed, steps["two"], *PRETRAIN, "--taskQA", "--load",
+    clip_path = f"{snap}/clip/tiny_clip.pt"
+    clip = clip_pretrain(["--data_root", data["clipvil"]["root"], "--tokenizer", data["tokenizer"], "--output",
+                          clip_path, "--steps", str(steps["clip"]), "--seed", str(seed), "clipvil_tiny"])
+    warm = ("--clip_path", clip_path)
+    one = run("pretrain", flags(data, f"{snap}/one", seed, steps["one"], *PRETRAIN, *warm))["val"]
+    two = run("pretrain", flags(data, f"{snap}/two", seed, steps["two"], *PRETRAIN, *warm, "--taskQA", "--load",
                                 last_prefix(f"{snap}/one"), "--not_load_scheduler", "--not_load_adam_optimizer"))["val"]
-    pretrained = run("vqa", flags(data, f"{snap}/vqa", seed, steps["vqa"], *VQA, "--loadLXMERTQA",
+    pretrained = run("vqa", flags(data, f"{snap}/vqa", seed, steps["vqa"], *VQA, *warm, "--loadLXMERTQA",
                                   last_prefix(f"{snap}/two")))["val"]
     scratch = run("vqa", flags(data, f"{snap}/vqa_scratch", seed, steps["vqa"], *VQA))["val"]
     names = ("itm_accuracy", "itm_accuracy_blank", "qa_accuracy", "qa_accuracy_blank", "mlm_accuracy",
              "mlm_accuracy_blank")
     return {
+        "clip": {name: round(clip[name], 4) for name in ("first_loss", "loss", "text_to_image", "image_to_text",
+                                                          "chance")},
         "pretrain": {**_pick(two, names), "itm_chance": 0.5,
                      **{f"stage_one_{k}": v for k, v in _pick(one, names[:2]).items()}},
         "VQAv2": {"pretrained": round(pretrained["score"], 4), "pretrained_blank": round(pretrained["score_blank"], 4),

@@ -1,6 +1,7 @@
 """CLIP-ViL's command lines (fact sheet clipvil.md §1): ``lxmert_pretrain.py`` and ``tasks/vqa.py``
 flags, as ``python -m vlkit.cli.clipvil {pretrain,vqa} --flags... [PRESET... key=value...]``;
 ``scripts/pretrain.bash`` and ``scripts/finetune_vqa.bash`` launch them through torchrun.
+``clip-pretrain`` (vlkit's own) trains a small CLIP for ``--clip_path`` (``vlkit.clipvil.contrastive``).
 
 Every flag of the reference's ``param.py`` is accepted with its name and default and becomes a
 vlkit config value on top of the ``clipvil`` preset (``reference_values``); the run goes through
@@ -24,7 +25,7 @@ from typing import Any, Sequence
 
 from vlkit.config import ConfigError, loss_names, resolve_config
 from vlkit.data.lxmert import AnswerTable, read_answer_list
-from vlkit.models.backbones.clip_resnet import CLIP_RESNETS
+from vlkit.models.backbones.clip_resnet import CLIP_RESNETS, resnet_shape
 
 log = logging.getLogger("vlkit")
 
@@ -232,15 +233,48 @@ def run(script: str, argv: Sequence[str]) -> dict[str, Any]:
     return train_or_test(cfg)
 
 
+def clip_pretrain(argv: Sequence[str]) -> dict[str, float]:
+    """``clip-pretrain``: the contrastive warm-up of a CLIP whose ResNet is the one the presets and
+    overrides after the flags build (``clip_model_name`` / ``clip_layers`` / ``clip_width``, canvas
+    ``image_size_min`` / ``_max``: pass the CLIP-ViL run's own, e.g. ``clipvil_tiny``)."""
+    from vlkit.clipvil.contrastive import ContrastiveConfig, train_contrastive
+
+    parser = argparse.ArgumentParser(prog="clip-pretrain", description="CLIP-style warm-up for --clip_path")
+    parser.add_argument("--data_root", required=True, help="CLIP-ViL's data folder (holding lxmert/)")
+    parser.add_argument("--tokenizer", required=True, help="tokenizer name or local folder")
+    parser.add_argument("--output", required=True, help="the CLIP file to write (OpenAI key names)")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batchSize", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tqdm", action="store_true", help="show a progress bar")
+    parser.add_argument("overrides", nargs="*", help="vlkit presets and key=value overrides (the model's ResNet)")
+    args = parser.parse_intermixed_args(argv)
+    cfg = resolve_config(args.overrides, {}, "clip-pretrain flags", base=["clipvil"])
+    layers, width = resnet_shape(cfg.clip_model_name)
+    return train_contrastive(ContrastiveConfig(
+        args.data_root, args.tokenizer, args.output, layers=list(cfg.clip_layers) or layers,
+        width=cfg.clip_width or width, image_size_min=cfg.image_size_min, image_size_max=cfg.image_size_max,
+        steps=args.steps, batch_size=args.batchSize, lr=args.lr, seed=args.seed, progress_bar=args.tqdm))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m vlkit.cli.clipvil {pretrain,vqa} --flags...``."""
+    """``python -m vlkit.cli.clipvil {pretrain,vqa,clip-pretrain} --flags...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not argv or argv[0] not in ("pretrain", "vqa"):
-        print("usage: python -m vlkit.cli.clipvil {pretrain,vqa} --flags... [PRESET... key=value...]", file=sys.stderr)
+    if not argv or argv[0] not in ("pretrain", "vqa", "clip-pretrain"):
+        print("usage: python -m vlkit.cli.clipvil {pretrain,vqa,clip-pretrain} --flags... [PRESET... key=value...]",
+              file=sys.stderr)
         return 2
     try:
+        if argv[0] == "clip-pretrain":
+            try:
+                log.info("done: %s", clip_pretrain(argv[1:]))
+            except (ValueError, OSError) as err:
+                print(f"clipvil clip-pretrain: {err}", file=sys.stderr)
+                return 2
+            return 0
         result = run(argv[0], argv[1:])
     except ConfigError as err:
         print(f"clipvil {argv[0]}: {err}", file=sys.stderr)
