@@ -2,24 +2,15 @@
 at a tiny scale on a small synthetic set (the contrastive warm-up and four short runs: about 50 s of CPU)."""
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-
 import pytest
 
+from tests.benchmarks._scripts import load_benchmark
 from vlkit.data.synthetic import write_synthetic
-
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "clipvil_synthetic.py")
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("clipvil_synthetic_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("clipvil_synthetic.py")
 
 
 @pytest.mark.slow

@@ -1,26 +1,19 @@
 """Smoke test of ``benchmarks/data_pipeline.py`` on a few small JPEGs (main process only)."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "data_pipeline.py")
+from tests.benchmarks._scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("data_pipeline_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("data_pipeline.py")
 
 
 def test_photo_jpeg_is_a_compressible_photo_sized_jpeg(bench):
