@@ -9,9 +9,11 @@ from that checkpoint and from scratch, every evaluation with the image-ablation 
 * CLIP-ViL: its two pre-training stages and VQA, through its own command line and LXMERT json
   (``benchmarks/clipvil_synthetic.py``).
 
-Two comparisons ride along at equal steps: GRIT-VLP's grouped sampling against a plain shuffle
-(ALBEF pre-trained both ways, then the same retrieval fine-tuning: R@1), and ELIP on against off
-(METER's VQA fine-tuned from the same checkpoint with and without token pruning).
+Three comparisons ride along at equal steps: GRIT-VLP's grouped sampling against a plain shuffle
+(ALBEF pre-trained both ways, then the same retrieval fine-tuning: R@1), ELIP on against off
+(METER's VQA fine-tuned from the same checkpoint with and without token pruning), and VLC's
+pre-training from a random ViT against one from an MAE ViT (``vlc_mae``: steps to ITM 0.7, read
+from a validation every 100 steps).
 
 The table gives, per family and task, mean ± std over the seeds of the pre-trained metric, the
 same model's metric with blank images, the image gain, the from-scratch metric and chance.
@@ -202,7 +204,7 @@ def run_clipvil(info: dict[str, Any], out: Path, scale: float, seed: int) -> dic
 
 
 def run_job(job: str, seed: int, info: dict[str, Any], out: Path, steps: int, scale: float) -> dict[str, Any]:
-    """One job in a worker process of one thread: a family (or ``albef_shuffled``) at one seed."""
+    """One job in a worker process of one thread: a family (or a comparison job) at one seed."""
     torch.set_num_threads(1)
     started, cpu_started = time.perf_counter(), time.process_time()
     data = data_arguments(str(out / "data"), info).split()
