@@ -99,11 +99,15 @@ def pair_task(task, model, train, steps: int, lr: float, rng) -> float:
     return float(np.mean(losses[-50:]))
 
 
+def validation_batches(val, collate) -> list[dict]:
+    """The validation set in batches of 64, each example with a fixed draw (seed 1000 + index)."""
+    return [collate([val[(i, 1000 + i)] for i in range(s, min(len(val), s + 64))]) for s in range(0, len(val), 64)]
+
+
 @torch.no_grad()
-def evaluate(task, model, val, collate) -> dict[str, float]:
-    """Validation ITM accuracy (fixed draws), with blank images, and [CLS]'s layer-0 attention on the image."""
+def evaluate(task, model, batches) -> dict[str, float]:
+    """Validation ITM accuracy, with blank images, and [CLS]'s layer-0 attention on the image."""
     model.eval()
-    batches = [collate([val[(i, 1000 + i)] for i in range(s, min(len(val), s + 64))]) for s in range(0, len(val), 64)]
     out = {}
     for name, change in (("itm", lambda b: b), ("itm_blank", blank_images)):
         results = [task.compute(model, change(b))["itm"] for b in batches]
@@ -133,7 +137,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     task, model = build(args)
-    train, val, collate = task.build_dataset("train"), task.build_dataset("val"), task.collate_fn("train")
+    train, collate = task.build_dataset("train"), task.collate_fn("train")
+    val_batches = validation_batches(task.build_dataset("val"), collate)
     rng = np.random.default_rng(args.seed)
     if args.pair_steps:
         print("pair task loss", round(pair_task(task, model, train, args.pair_steps, args.lr, rng), 4), flush=True)
@@ -147,7 +152,7 @@ def main() -> None:
         optimizer.step()
         losses.append(out["itm"].loss.item())
         if step % max(1, args.steps // 5) == 0:
-            metrics = evaluate(task, model, val, collate)
+            metrics = evaluate(task, model, val_batches)
             print(step, {"itm_train_loss": round(float(np.mean(losses[-20:])), 4), **metrics}, flush=True)
 
 

@@ -45,7 +45,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vlkit.cli.quickstart import FINETUNES, Finetune, chance_level, load_or_synthesize  # noqa: E402
+from vlkit.cli.quickstart import (  # noqa: E402
+    FINETUNES, Finetune, chance_level, load_or_synthesize, mae_arguments, mae_checkpoint,
+)
 from vlkit.cli.synth import data_arguments  # noqa: E402
 from vlkit.cli.training import train_or_test  # noqa: E402
 from vlkit.config import resolve_config  # noqa: E402
@@ -186,14 +188,13 @@ def run_random_sampling(data: list[str], out: Path, steps: int, scale: float, se
     return {"retrieval_r1": recall_at_1(metrics)}
 
 
-def run_vlc_from_mae(data: list[str], out: Path, steps: int, seed: int) -> dict[str, Any]:
-    """VLC's whole recipe: MAE image pre-training (half the steps), then the VLC family's
-    pre-training from that ViT (``pretrain_path``): its figures and steps to ITM 0.7."""
-    mae = out / f"vlc_mae_s{seed}.pth"
-    train_or_test(resolve_config(["task_mae_pretrain", "tiny", *data, f"log_dir={out}", f"run_name=mae_s{seed}",
-                                  f"max_steps={steps // 2}", f"val_check_interval={steps // 2}", "warmup_steps=0.05",
-                                  "learning_rate=1e-3", f"seed={seed}", f"mae_checkpoint={mae}", "progress_bar=False"]))
-    _, metrics = pretrain(VLC, data, out, f"vlc_from_mae_pretrain_s{seed}", steps, seed, f"pretrain_path={mae}")
+def run_vlc_from_mae(info: dict[str, Any], data: list[str], out: Path, steps: int, seed: int) -> dict[str, Any]:
+    """VLC's whole recipe: the quickstart's MAE image pre-training (half the steps), then the VLC
+    family's pre-training from that ViT (``pretrain_path``): its figures and steps to ITM 0.7."""
+    name = f"vlc_mae_s{seed}"
+    train_or_test(resolve_config([*mae_arguments(out, info, steps // 2, name), f"seed={seed}", "progress_bar=False"]))
+    _, metrics = pretrain(VLC, data, out / "runs", f"vlc_from_mae_pretrain_s{seed}", steps, seed,
+                          f"pretrain_path={mae_checkpoint(out, name)}")
     return {"pretrain": pretrain_figures(metrics)}
 
 
@@ -214,7 +215,7 @@ def run_job(job: str, seed: int, info: dict[str, Any], out: Path, steps: int, sc
     elif job == "albef_shuffled":
         result = run_random_sampling(data, runs, steps, scale, seed)
     elif job == "vlc_mae":
-        result = run_vlc_from_mae(data, runs, steps, seed)
+        result = run_vlc_from_mae(info, data, out, steps, seed)
     else:
         result = run_family(job, data, runs, steps, scale, seed)
     result["seconds"] = time.perf_counter() - started

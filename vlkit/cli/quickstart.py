@@ -18,7 +18,6 @@ from vlkit.config import resolve_config
 from vlkit.data.synthetic import FORMAT_VERSION
 
 PRETRAIN_PRESETS = ("task_mlm_itm_mae", "tiny")
-MAE_CHECKPOINT = "mae_pretrain.pth"
 PLOT_FILE = "quickstart.png"
 RESULTS_FILE = "quickstart.json"
 
@@ -50,23 +49,28 @@ FINETUNES = (
 )
 
 
-def mae_arguments(out: Path, info: dict[str, Any], steps: int) -> list[str]:
+def mae_checkpoint(out: Path, name: str = "mae_pretrain") -> Path:
+    """The MAE-layout checkpoint that the MAE run ``name`` under ``out`` writes."""
+    return out / f"{name}.pth"
+
+
+def mae_arguments(out: Path, info: dict[str, Any], steps: int, name: str = "mae_pretrain") -> list[str]:
     """The ``with`` words of the quickstart's MAE image pre-training (on the caption datasets' images)."""
     return [
         "task_mae_pretrain", "tiny",
         *data_arguments(str(out / "data"), info).split(),
         f"log_dir={out / 'runs'}",
-        "run_name=mae_pretrain",
+        f"run_name={name}",
         f"max_steps={steps}",
         f"val_check_interval={steps}",
         "warmup_steps=0.05",
         "learning_rate=1e-3",
-        f"mae_checkpoint={out / MAE_CHECKPOINT}",
+        f"mae_checkpoint={mae_checkpoint(out, name)}",
     ]
 
 
-def pretrain_arguments(out: Path, info: dict[str, Any], steps: int, mae_checkpoint: str = "") -> list[str]:
-    """The ``with`` words of the quickstart pre-training run (from ``mae_checkpoint`` when given)."""
+def pretrain_arguments(out: Path, info: dict[str, Any], steps: int, mae_vit: str = "") -> list[str]:
+    """The ``with`` words of the quickstart pre-training run (from the MAE ViT file ``mae_vit`` when given)."""
     return [
         *PRETRAIN_PRESETS,
         *data_arguments(str(out / "data"), info).split(),
@@ -79,7 +83,7 @@ def pretrain_arguments(out: Path, info: dict[str, Any], steps: int, mae_checkpoi
         "itm_patch_drop=False",
         "loss_names.itc=1",
         "eval_image_ablation=True",
-        f"pretrain_path={mae_checkpoint}",
+        f"pretrain_path={mae_vit}",
     ]
 
 
@@ -194,12 +198,12 @@ def command_quickstart(argv: Sequence[str]) -> int:
     started = time.perf_counter()
     info = load_or_synthesize(out / "data", args.images, args.seed)
     seed = f"seed={args.seed}"
-    mae_checkpoint = ""
+    mae_vit = ""
     if args.mae_steps > 0:
         mae = train_or_test(resolve_config([*mae_arguments(out, info, args.mae_steps), seed]))
         print(f"\nMAE image pre-training: validation loss {mae['val']['mae_loss']:.3f} (normalised pixels)")
-        mae_checkpoint = str(out / MAE_CHECKPOINT)
-    pretrained = train_or_test(resolve_config([*pretrain_arguments(out, info, args.steps, mae_checkpoint), seed]))
+        mae_vit = str(mae_checkpoint(out))
+    pretrained = train_or_test(resolve_config([*pretrain_arguments(out, info, args.steps, mae_vit), seed]))
     print("\n" + pretrain_table(pretrained["val"] or {}))
     checkpoint = pretrained["last_checkpoint"]
 
